@@ -1,0 +1,295 @@
+//! Serving one catalog entry over HTTP: ETag (the content hash),
+//! `If-None-Match` → 304, single byte ranges → 206/416 (`If-Range` honoured),
+//! HEAD without touching the disk, and the 404 that lists what exists.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use futures_util::stream;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::{App, Body, Caller, full, html, json, pages, wants_json};
+use crate::cache::blobs::BlobError;
+use crate::catalog::{Access, ContentUrl, UrlError};
+use crate::store::LiveEntry;
+
+/// Most entries a 404 page lists (the JSON says how many exist in all).
+const NOT_FOUND_LIST_MAX: usize = 200;
+
+/// A `Range` header, as far as we honour it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeSpec {
+    /// No usable range: send everything (also for multi-range requests).
+    Whole,
+    /// Inclusive byte range within the content.
+    Part(u64, u64),
+    /// Syntactically fine but outside the content: 416.
+    Unsatisfiable,
+}
+
+/// Parses a single `bytes=` range against a content of `size` bytes (RFC 9110 §14).
+pub fn parse_range(h: &str, size: u64) -> RangeSpec {
+    let Some(spec) = h.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Whole;
+    };
+    if spec.contains(',') {
+        return RangeSpec::Whole; // multipart/byteranges is optional; the whole body is a valid answer
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeSpec::Whole;
+    };
+    let num = |s: &str| {
+        if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
+            s.parse::<u64>().ok()
+        } else {
+            None
+        }
+    };
+    match (a.trim(), b.trim()) {
+        ("", suffix) => match num(suffix) {
+            Some(0) => RangeSpec::Unsatisfiable,
+            Some(n) if size > 0 => RangeSpec::Part(size.saturating_sub(n), size - 1),
+            Some(_) => RangeSpec::Unsatisfiable,
+            None => RangeSpec::Whole,
+        },
+        (first, last) => {
+            let Some(first) = num(first) else {
+                return RangeSpec::Whole;
+            };
+            let last = if last.is_empty() {
+                Some(u64::MAX)
+            } else {
+                num(last)
+            };
+            match last {
+                None => RangeSpec::Whole,
+                Some(l) if l < first => RangeSpec::Whole, // invalid: ignore
+                Some(_) if first >= size => RangeSpec::Unsatisfiable,
+                Some(l) => RangeSpec::Part(first, l.min(size - 1)),
+            }
+        }
+    }
+}
+
+fn etag_matches(list: &str, etag: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
+
+/// Serves the entry for `url`, or the reason it cannot.
+pub async fn serve(
+    app: &App,
+    caller: Caller,
+    url: Result<ContentUrl, UrlError>,
+    req: &Request<Incoming>,
+) -> Response<Body> {
+    let url = match url {
+        Ok(u) => u,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad content URL: {e}\n")),
+    };
+    let key = url.to_string();
+    let Some(live) = app
+        .store
+        .get(&key)
+        .filter(|e| e.fields().access != Access::Private || caller == Caller::Control)
+    else {
+        return not_found(app, caller, req, &key);
+    };
+    if !caller.may_read(live.fields().access) {
+        return plain(
+            StatusCode::FORBIDDEN,
+            "this content is for the community network only\n",
+        );
+    }
+    if live.fields().quarantined {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this content failed its integrity check and is quarantined until a good copy arrives\n",
+        );
+    }
+    app.counters.content_hits.fetch_add(1, Ordering::Relaxed);
+    serve_entry(app, live, req.method(), req.headers()).await
+}
+
+async fn serve_entry(
+    app: &App,
+    live: Arc<LiveEntry>,
+    method: &Method,
+    h: &HeaderMap,
+) -> Response<Body> {
+    let f = live.fields();
+    let etag = format!("\"{}\"", f.hash.to_hex());
+    let mut resp = Response::builder()
+        .header(header::ETAG, &etag)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-meshnode-version", f.version);
+    if let Some(inm) = h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        if etag_matches(inm, &etag) {
+            live.record_hit();
+            return resp
+                .status(StatusCode::NOT_MODIFIED)
+                .body(full(""))
+                .expect("valid response");
+        }
+    }
+    let if_range_ok = h
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim() == etag);
+    let range = match h.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(r) if if_range_ok => parse_range(r, f.size),
+        _ => RangeSpec::Whole,
+    };
+    let (status, start, end) = match range {
+        RangeSpec::Unsatisfiable => {
+            return resp
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{}", f.size))
+                .body(full(""))
+                .expect("valid response");
+        }
+        RangeSpec::Whole => (StatusCode::OK, 0, f.size.saturating_sub(1)),
+        RangeSpec::Part(a, b) => {
+            resp = resp.header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{}", f.size));
+            (StatusCode::PARTIAL_CONTENT, a, b)
+        }
+    };
+    let len = if f.size == 0 { 0 } else { end - start + 1 };
+    resp = resp
+        .status(status)
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(&f.content_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        )
+        .header(header::CONTENT_LENGTH, len);
+    if method == Method::HEAD {
+        return resp.body(full("")).expect("valid response");
+    }
+    live.record_hit();
+    app.counters.body_bytes.fetch_add(len, Ordering::Relaxed);
+    let body = if live.manifest.is_empty() {
+        match app.reader.read_small(&live).await {
+            Ok(b) if len == 0 => full(b.slice(0..0)),
+            Ok(b) => full(b.slice(start as usize..=end as usize)),
+            Err(e @ (BlobError::Corrupt(_) | BlobError::Missing(_))) => {
+                tracing::warn!(url = %f.url, error = %e, "refused to serve a bad blob");
+                return plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "this content failed its integrity check and is quarantined until a good copy arrives\n",
+                );
+            }
+            Err(e) => {
+                tracing::error!(url = %f.url, error = %e, "blob read failed");
+                return plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "could not read the content (see the node's log)\n",
+                );
+            }
+        }
+    } else {
+        let rx = app.reader.stream_range(live.clone(), start, end);
+        let s = stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|r| (r.map(Frame::data), rx))
+        });
+        StreamBody::new(s).boxed()
+    };
+    resp.body(body).expect("valid response")
+}
+
+/// 404 listing what this node has: JSON for programs, HTML for browsers.
+pub fn not_found(
+    app: &App,
+    caller: Caller,
+    req: &Request<Incoming>,
+    wanted: &str,
+) -> Response<Body> {
+    app.counters.content_misses.fetch_add(1, Ordering::Relaxed);
+    let mut all: Vec<_> = app
+        .store
+        .list()
+        .into_iter()
+        .filter(|e| caller.may_read(e.fields().access) && !e.fields().quarantined)
+        .collect();
+    // the station that was asked for first
+    let prefix = ContentUrl::parse(wanted)
+        .ok()
+        .map(|u| format!("http://{}/", u.callsign().radio_host()));
+    all.sort_by_key(|e| {
+        prefix
+            .as_ref()
+            .is_none_or(|p| !e.fields().url.starts_with(p))
+    });
+    let total = all.len();
+    let shown: Vec<_> = all.into_iter().take(NOT_FOUND_LIST_MAX).collect();
+    let mut r = if wants_json(req) {
+        let list: Vec<_> = shown
+            .iter()
+            .map(|e| {
+                let f = e.fields();
+                serde_json::json!({ "url": f.url, "size": f.size, "content_type": f.content_type, "priority": f.priority })
+            })
+            .collect();
+        json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({ "error": "not found", "url": wanted, "total": total, "available": list }),
+        )
+    } else {
+        html(
+            StatusCode::NOT_FOUND,
+            pages::not_found(app, wanted, &shown, total),
+        )
+    };
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn plain(status: StatusCode, msg: &str) -> Response<Body> {
+    super::respond(status, "text/plain; charset=utf-8", msg.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), RangeSpec::Part(0, 9));
+        assert_eq!(parse_range("bytes=90-", 100), RangeSpec::Part(90, 99));
+        assert_eq!(parse_range("bytes=90-500", 100), RangeSpec::Part(90, 99));
+        assert_eq!(parse_range("bytes=-10", 100), RangeSpec::Part(90, 99));
+        assert_eq!(parse_range("bytes=-500", 100), RangeSpec::Part(0, 99));
+        assert_eq!(parse_range("bytes=100-", 100), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-", 0), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 100), RangeSpec::Whole);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeSpec::Whole);
+        assert_eq!(parse_range("items=0-1", 100), RangeSpec::Whole);
+        assert_eq!(parse_range("bytes=x-1", 100), RangeSpec::Whole);
+    }
+
+    #[test]
+    fn etags() {
+        assert!(etag_matches("\"a\", \"b\"", "\"b\""));
+        assert!(etag_matches("W/\"b\"", "\"b\""));
+        assert!(etag_matches("*", "\"b\""));
+        assert!(!etag_matches("\"c\"", "\"b\""));
+    }
+
+    proptest! {
+        /// Any header: a part is always inside the content.
+        #[test]
+        fn parts_are_in_bounds(h in "bytes=[0-9-]{0,12}", size in 0u64..10_000) {
+            if let RangeSpec::Part(a, b) = parse_range(&h, size) {
+                prop_assert!(a <= b && b < size);
+            }
+        }
+    }
+}

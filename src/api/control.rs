@@ -1,0 +1,211 @@
+//! Control-socket endpoints: publish, remove, pin, verify, reload, and reads
+//! of any access level. Only reachable through the unix socket.
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header;
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::{ApiError, App, Body, Caller, json, query};
+use crate::cache::blobs::Ingested;
+use crate::catalog::{self, Access, ContentUrl, Priority};
+use crate::store::PublishMeta;
+
+/// Upload chunks buffered between the socket and the blob writer thread.
+const INGEST_QUEUE: usize = 8;
+
+/// Is this a control-only endpoint? (Everything else falls through to the
+/// read-only routes the public port has too.)
+pub fn handles(method: &Method, path: &str) -> bool {
+    match path {
+        "/api/v1/content" => {
+            [Method::GET, Method::HEAD, Method::PUT, Method::DELETE].contains(method)
+        }
+        "/api/v1/content/pin" | "/api/v1/content/verify" | "/api/v1/reload" => true,
+        _ => false,
+    }
+}
+
+/// Runs a control request (one that [`handles`] accepted).
+pub async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let q = query(&req);
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let need_url = || -> Result<String, ApiError> {
+        let raw = get("url").ok_or_else(|| ApiError::bad_request("missing ?url="))?;
+        Ok(ContentUrl::parse(&raw)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
+            .to_string())
+    };
+    let r = match (req.method().clone(), req.uri().path()) {
+        (Method::PUT, "/api/v1/content") => {
+            let entry = publish(app, &q, req).await?;
+            json(StatusCode::CREATED, &entry)
+        }
+        (Method::GET | Method::HEAD, "/api/v1/content") => {
+            let url = ContentUrl::parse(
+                &get("url").ok_or_else(|| ApiError::bad_request("missing ?url="))?,
+            );
+            super::content::serve(app, Caller::Control, url, &req).await
+        }
+        (Method::DELETE, "/api/v1/content") => {
+            json(StatusCode::OK, &app.store.remove(&need_url()?).await?)
+        }
+        (Method::POST, "/api/v1/content/pin") => {
+            let pinned = match get("pinned").as_deref() {
+                None | Some("true" | "1") => true,
+                Some("false" | "0") => false,
+                Some(v) => {
+                    return Err(ApiError::bad_request(format!(
+                        "pinned must be true or false, not {v:?}"
+                    )));
+                }
+            };
+            json(
+                StatusCode::OK,
+                &app.store.set_pinned(&need_url()?, pinned).await?,
+            )
+        }
+        (Method::POST, "/api/v1/content/verify") => json(StatusCode::OK, &app.reader.scrub().await),
+        (Method::POST, "/api/v1/reload") => match app.reload.reload().await {
+            Ok(outcome) => json(StatusCode::OK, &outcome),
+            Err(msg) => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, msg)),
+        },
+        (m, p) => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{m} is not allowed on {p}"),
+            ));
+        }
+    };
+    Ok(r)
+}
+
+async fn publish(
+    app: &App,
+    q: &[(String, String)],
+    req: Request<Incoming>,
+) -> Result<crate::catalog::Entry, ApiError> {
+    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let path = get("path").ok_or_else(|| {
+        ApiError::bad_request("missing ?path= (the URL path to publish under, e.g. /index.html)")
+    })?;
+    let url = ContentUrl::new(app.node.callsign.clone(), path)
+        .map_err(|e| ApiError::bad_request(format!("bad path {path:?}: {e}")))?;
+    let priority: Priority = get("priority")
+        .unwrap_or("standard")
+        .parse()
+        .map_err(ApiError::bad_request)?;
+    let access: Access = get("access")
+        .unwrap_or("public")
+        .parse()
+        .map_err(ApiError::bad_request)?;
+    let tags: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| k == "tag")
+        .map(|(_, v)| v.clone())
+        .collect();
+    if tags.len() > catalog::MAX_TAGS {
+        return Err(ApiError::bad_request(format!(
+            "at most {} tags",
+            catalog::MAX_TAGS
+        )));
+    }
+    for t in &tags {
+        catalog::validate_tag(t).map_err(ApiError::bad_request)?;
+    }
+    let content_type = match get("content_type") {
+        Some(ct) if ct.parse::<header::HeaderValue>().is_err() || !ct.contains('/') => {
+            return Err(ApiError::bad_request(format!("bad content type {ct:?}")));
+        }
+        ct => ct.map(String::from),
+    };
+    let pinned = matches!(get("pin"), Some("true" | "1"));
+    let blob = ingest(app, req).await?;
+    let meta = PublishMeta {
+        url,
+        content_type,
+        priority,
+        access,
+        tags,
+        origin: app.node.node_id,
+        pinned,
+        version: None,
+        timestamp_ms: None,
+    };
+    let entry = app.store.publish(blob, meta).await?;
+    tracing::info!(url = %entry.url, size = entry.size, version = entry.version, "published");
+    Ok(entry)
+}
+
+/// Streams the request body into a new blob; refuses early what cannot fit.
+async fn ingest(app: &App, req: Request<Incoming>) -> Result<Ingested, ApiError> {
+    let limit = app.store.stats().max_bytes;
+    let too_big = |n: u64| {
+        ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!("{n} bytes exceed the whole store quota (store.max_bytes = {limit})"),
+        )
+    };
+    if let Some(n) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if n > limit {
+            return Err(too_big(n));
+        }
+    }
+    let writer = app.store.blobs().begin().map_err(io_err)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(INGEST_QUEUE);
+    let task = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let mut w = writer;
+        while let Some(chunk) = rx.blocking_recv() {
+            w.write(&chunk)?;
+        }
+        Ok(w)
+    });
+    let mut body = req.into_body();
+    let mut total = 0u64;
+    let mut failure = None;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Ok(data) = f.into_data() {
+                    total += data.len() as u64;
+                    if total > limit {
+                        failure = Some(too_big(total));
+                        break;
+                    }
+                    if tx.send(data).await.is_err() {
+                        break; // writer failed; its error is reported below
+                    }
+                }
+            }
+            Err(e) => {
+                failure = Some(ApiError::bad_request(format!("upload interrupted: {e}")));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let writer = task
+        .await
+        .map_err(|e| io_err(std::io::Error::other(e)))?
+        .map_err(io_err)?;
+    if let Some(f) = failure {
+        return Err(f); // dropping the writer removes the partial file
+    }
+    tokio::task::spawn_blocking(move || writer.finish())
+        .await
+        .map_err(|e| io_err(std::io::Error::other(e)))?
+        .map_err(io_err)
+}
+
+fn io_err(e: std::io::Error) -> ApiError {
+    tracing::error!(error = %e, "writing an upload failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("could not store the upload: {e}"),
+    )
+}

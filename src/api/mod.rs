@@ -1,0 +1,467 @@
+//! The HTTP interfaces: the public port (content, read-only API, metrics,
+//! status page) and the control socket (everything, including mutations).
+//!
+//! A thin facade: handlers parse, call subsystem handles ([`StoreHandle`],
+//! [`ContentReader`], [`ReloadHandle`]) and render; no catalog or storage
+//! logic lives here. Both listeners share one dispatcher; what differs is the
+//! [`Caller`]: the public port only reads, and only what the caller's access
+//! level allows; the control socket (mode 0660, group `meshadmin`) may do
+//! anything. The routes are documented in docs/API.md.
+
+pub mod client;
+mod content;
+mod control;
+mod pages;
+pub mod server;
+
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+
+use crate::cache::ContentReader;
+use crate::catalog::url::radio_host_callsign;
+use crate::catalog::{Access, ContentUrl};
+use crate::daemon::ReloadHandle;
+use crate::node::{Callsign, NodeId};
+use crate::store::StoreHandle;
+use crate::telemetry::HttpCounters;
+
+/// Response body: a whole buffer or a stream of verified chunks.
+pub type Body = BoxBody<Bytes, io::Error>;
+
+/// Who is asking: decides what may be read and whether mutations are allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// A client of the public port, by address.
+    Public(IpAddr),
+    /// A local admin through the control socket.
+    Control,
+}
+
+impl Caller {
+    /// May this caller read content of this access level?
+    pub fn may_read(self, access: Access) -> bool {
+        match (self, access) {
+            (Caller::Control, _) | (_, Access::Public) => true,
+            (Caller::Public(ip), Access::Community) => is_community_ip(ip),
+            (Caller::Public(_), Access::Private) => false,
+        }
+    }
+}
+
+/// Addresses that count as "the mesh's own networks" for `community` content:
+/// loopback, RFC 1918, CGNAT 100.64/10 (used by many mesh overlays),
+/// link-local, and IPv6 ULA and link-local.
+pub fn is_community_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_community_ip(IpAddr::V4(v4));
+            }
+            let s = v6.segments()[0];
+            v6.is_loopback() || (s & 0xfe00) == 0xfc00 || (s & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Facts about this node shown by the API.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// `CALLSIGN-label`.
+    pub name: String,
+    /// Base callsign.
+    pub callsign: Callsign,
+    /// Public key.
+    pub node_id: NodeId,
+}
+
+/// Everything the handlers use; shared by all connections.
+#[derive(Debug)]
+pub struct App {
+    /// Who we are.
+    pub node: NodeInfo,
+    /// The catalog and blobs.
+    pub store: StoreHandle,
+    /// Verified reads.
+    pub reader: ContentReader,
+    /// Reload requests go to the daemon supervisor.
+    pub reload: ReloadHandle,
+    /// Request counters.
+    pub counters: HttpCounters,
+    /// Process start.
+    pub started: Instant,
+    /// The addresses the public port is bound to.
+    pub listen: Vec<SocketAddr>,
+}
+
+/// An error as the API reports it: a status and a message that is safe to show.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    /// A new error.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn into_response(self) -> Response<Body> {
+        json(self.status, &serde_json::json!({ "error": self.message }))
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError as E;
+        let status = match &e {
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            E::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            E::Db(_) | E::Io(_) => {
+                tracing::error!(error = %e, "store failure");
+                return Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal store error (see the node's log)",
+                );
+            }
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+impl App {
+    /// Handles one request on either listener.
+    pub async fn handle(
+        self: Arc<Self>,
+        caller: Caller,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let resp = match self.dispatch(caller, req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+        self.counters.response(resp.status().as_u16());
+        Ok(resp)
+    }
+
+    async fn dispatch(
+        &self,
+        caller: Caller,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host());
+        // `<callsign>.radio` hosts serve content and nothing else
+        if let Some(cs) = host.and_then(radio_host_callsign) {
+            only_get(&req)?;
+            let url = ContentUrl::new(cs, req.uri().path());
+            return Ok(content::serve(self, caller, url, &req).await);
+        }
+        let path = req.uri().path().to_string();
+        if caller == Caller::Control && control::handles(req.method(), &path) {
+            return control::dispatch(self, req).await;
+        }
+        only_get(&req)?;
+        match path.as_str() {
+            "/" => Ok(html(StatusCode::OK, pages::status(self))),
+            "/api/v1/status" => Ok(json(StatusCode::OK, &self.status())),
+            "/api/v1/catalog" => Ok(json(StatusCode::OK, &self.catalog(caller, &query(&req))?)),
+            "/metrics" => Ok(text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics(),
+            )),
+            p if p.starts_with("/api/") => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint: {p}"),
+            )),
+            p => {
+                // the path form: /<callsign>.radio/<path>
+                let rest = &p[1..];
+                let (host, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                match radio_host_callsign(host) {
+                    Some(cs) => {
+                        let url = ContentUrl::new(cs, if tail.is_empty() { "/" } else { tail });
+                        Ok(content::serve(self, caller, url, &req).await)
+                    }
+                    None => Ok(content::not_found(self, caller, &req, p)),
+                }
+            }
+        }
+    }
+
+    /// `GET /api/v1/status`
+    pub fn status(&self) -> StatusBody {
+        StatusBody {
+            node: self.node.name.clone(),
+            callsign: self.node.callsign.to_string(),
+            node_id: self.node.node_id.to_hex(),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_s: self.started.elapsed().as_secs(),
+            listen: self.listen.iter().map(|a| a.to_string()).collect(),
+            store: self.store.stats(),
+        }
+    }
+
+    fn catalog(&self, caller: Caller, q: &[(String, String)]) -> Result<CatalogBody, ApiError> {
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let limit: usize = get("limit")
+            .map(str::parse)
+            .transpose()
+            .map_err(|_| ApiError::bad_request("limit must be a number"))?
+            .unwrap_or(1000);
+        let offset: usize = get("offset")
+            .map(str::parse)
+            .transpose()
+            .map_err(|_| ApiError::bad_request("offset must be a number"))?
+            .unwrap_or(0);
+        let needle = get("q").map(str::to_lowercase);
+        let cs = get("callsign").map(|c| format!("http://{}.radio/", c.to_lowercase()));
+        let matching: Vec<_> = self
+            .store
+            .list()
+            .into_iter()
+            .filter(|e| caller.may_read(e.fields().access))
+            .filter(|e| cs.as_ref().is_none_or(|p| e.fields().url.starts_with(p)))
+            .filter(|e| {
+                needle.as_ref().is_none_or(|n| {
+                    let f = e.fields();
+                    f.url.to_lowercase().contains(n)
+                        || f.tags.iter().any(|t| t.to_lowercase().contains(n))
+                })
+            })
+            .collect();
+        Ok(CatalogBody {
+            total: matching.len(),
+            entries: matching
+                .iter()
+                .skip(offset)
+                .take(limit.min(10_000))
+                .map(|e| e.entry())
+                .collect(),
+        })
+    }
+
+    fn metrics(&self) -> String {
+        let c = &self.counters;
+        let s = self.store.stats();
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, v) in samples {
+                out.push_str(&format!("{name}{labels} {v}\n"));
+            }
+        };
+        let classes: Vec<(String, u64)> = (1..=5)
+            .map(|i| {
+                (
+                    format!("{{class=\"{i}xx\"}}"),
+                    c.responses[i].load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        metric(
+            "meshnode_http_responses_total",
+            "counter",
+            "HTTP responses by status class.",
+            &classes,
+        );
+        metric(
+            "meshnode_http_body_bytes_total",
+            "counter",
+            "Content bytes sent in response bodies.",
+            &[(String::new(), c.body_bytes.load(Ordering::Relaxed))],
+        );
+        metric(
+            "meshnode_content_hits_total",
+            "counter",
+            "Content requests served from this node's store.",
+            &[(String::new(), c.content_hits.load(Ordering::Relaxed))],
+        );
+        metric(
+            "meshnode_content_misses_total",
+            "counter",
+            "Content requests for URLs not in the catalog.",
+            &[(String::new(), c.content_misses.load(Ordering::Relaxed))],
+        );
+        metric(
+            "meshnode_integrity_failures_total",
+            "counter",
+            "Blobs that failed a hash check on read or scrub.",
+            &[(
+                String::new(),
+                self.reader.integrity_failures.load(Ordering::Relaxed),
+            )],
+        );
+        metric(
+            "meshnode_catalog_entries",
+            "gauge",
+            "Entries in the local catalog.",
+            &[(String::new(), s.entries as u64)],
+        );
+        metric(
+            "meshnode_store_used_bytes",
+            "gauge",
+            "Bytes of healthy blobs in the store.",
+            &[(String::new(), s.used_bytes)],
+        );
+        metric(
+            "meshnode_store_max_bytes",
+            "gauge",
+            "The store quota (store.max_bytes).",
+            &[(String::new(), s.max_bytes)],
+        );
+        metric(
+            "meshnode_store_quarantined_entries",
+            "gauge",
+            "Entries whose blob is quarantined.",
+            &[(String::new(), s.quarantined as u64)],
+        );
+        out
+    }
+}
+
+/// `GET /api/v1/status` body.
+#[derive(Debug, Serialize)]
+pub struct StatusBody {
+    /// `CALLSIGN-label`.
+    pub node: String,
+    /// Base callsign.
+    pub callsign: String,
+    /// Hex public key.
+    pub node_id: String,
+    /// meshnode version.
+    pub version: &'static str,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// Public listeners.
+    pub listen: Vec<String>,
+    /// Store figures.
+    pub store: crate::store::StoreStats,
+}
+
+/// `GET /api/v1/catalog` body.
+#[derive(Debug, Serialize)]
+pub struct CatalogBody {
+    /// Matching entries before paging.
+    pub total: usize,
+    /// This page.
+    pub entries: Vec<crate::catalog::Entry>,
+}
+
+fn only_get(req: &Request<Incoming>) -> Result<(), ApiError> {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "{} is not allowed here; the public port is read-only (mutations go through the control socket)",
+                req.method()
+            ),
+        ))
+    }
+}
+
+fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn wants_json(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
+}
+
+/// A whole-buffer body.
+pub fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn json(status: StatusCode, v: &impl Serialize) -> Response<Body> {
+    let body = serde_json::to_vec_pretty(v).expect("API types serialise");
+    respond(status, "application/json", body)
+}
+
+fn html(status: StatusCode, body: String) -> Response<Body> {
+    respond(status, "text/html; charset=utf-8", body)
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    respond(status, content_type, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn community_addresses() {
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.5",
+            "172.16.0.1",
+            "100.64.0.1",
+            "169.254.1.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_community_ip(a.parse().unwrap()), "{a}");
+        }
+        for a in ["8.8.8.8", "100.128.0.1", "2001:db8::1", "::ffff:1.1.1.1"] {
+            assert!(!is_community_ip(a.parse().unwrap()), "{a}");
+        }
+        let outsider = Caller::Public("198.51.100.7".parse().unwrap());
+        assert!(outsider.may_read(Access::Public));
+        assert!(!outsider.may_read(Access::Community));
+        assert!(!Caller::Public("10.0.0.1".parse().unwrap()).may_read(Access::Private));
+        assert!(Caller::Control.may_read(Access::Private));
+    }
+}

@@ -1,0 +1,118 @@
+//! Server-rendered HTML: the 404 listing and a plain status page. No scripts,
+//! no external assets: it must work offline and on a phone.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use super::App;
+use crate::store::LiveEntry;
+
+const HEAD: &str = "<!doctype html><html lang=en><head><meta charset=utf-8>\
+<meta name=viewport content=\"width=device-width,initial-scale=1\">\
+<style>body{font-family:system-ui,sans-serif;margin:1rem auto;max-width:60rem;padding:0 1rem}\
+table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.2rem .5rem;border-bottom:1px solid #ddd}\
+td.n{text-align:right}code{word-break:break-all}</style>";
+
+/// Escapes text for HTML bodies and attribute values.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The link a browser can follow without `.radio` DNS: `/<callsign>.radio/<path>`.
+fn local_href(url: &str) -> String {
+    url.strip_prefix("http:/").unwrap_or(url).to_string()
+}
+
+fn table(out: &mut String, entries: &[Arc<LiveEntry>]) {
+    out.push_str("<table><tr><th>URL<th>size<th>type<th>priority</tr>");
+    for e in entries {
+        let f = e.fields();
+        let _ = write!(
+            out,
+            "<tr><td><a href=\"{}\">{}</a><td class=n>{}<td>{}<td>{}</tr>",
+            escape(&local_href(&f.url)),
+            escape(&f.url),
+            f.size,
+            escape(&f.content_type),
+            f.priority.name()
+        );
+    }
+    out.push_str("</table>");
+}
+
+/// 404 with the list of what exists.
+pub fn not_found(app: &App, wanted: &str, shown: &[Arc<LiveEntry>], total: usize) -> String {
+    let mut out = String::from(HEAD);
+    let _ = write!(
+        out,
+        "<title>Not found</title></head><body><h1>Not found</h1><p><code>{}</code> is not on this mesh node ({}).</p>\
+         <h2>Available content ({total})</h2>",
+        escape(wanted),
+        escape(&app.node.name)
+    );
+    table(&mut out, shown);
+    if total > shown.len() {
+        let _ = write!(
+            out,
+            "<p>… and {} more: see <a href=\"/api/v1/catalog\">/api/v1/catalog</a>.</p>",
+            total - shown.len()
+        );
+    }
+    out.push_str("</body></html>");
+    out
+}
+
+/// The node's own page at `/`.
+pub fn status(app: &App) -> String {
+    let s = app.status();
+    let mut out = String::from(HEAD);
+    let _ = write!(
+        out,
+        "<title>{name}</title></head><body><h1>{name}</h1>\
+         <p>meshnode {ver}, up {up} s. Node id <code>{id}</code>.</p>\
+         <p>Store: {entries} items, {used} of {max} bytes used{q}.</p>\
+         <p>Content of this station: <a href=\"/{host}/\">http://{host}/</a>. \
+         API: <a href=\"/api/v1/status\">status</a>, <a href=\"/api/v1/catalog\">catalog</a>, <a href=\"/metrics\">metrics</a>.</p>",
+        name = escape(&s.node),
+        ver = s.version,
+        up = s.uptime_s,
+        id = s.node_id,
+        entries = s.store.entries,
+        used = s.store.used_bytes,
+        max = s.store.max_bytes,
+        q = if s.store.quarantined > 0 {
+            format!(", <strong>{} quarantined</strong>", s.store.quarantined)
+        } else {
+            String::new()
+        },
+        host = app.node.callsign.radio_host(),
+    );
+    out.push_str("</body></html>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes() {
+        assert_eq!(
+            super::escape("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
+        assert_eq!(
+            super::local_href("http://n0call.radio/a"),
+            "/n0call.radio/a"
+        );
+    }
+}

@@ -1,0 +1,367 @@
+//! `meshctl`: control a running meshnode through its control socket.
+//!
+//! Exit codes, for scripts: 0 success; 1 the daemon refused or failed the
+//! request; 2 bad arguments; 69 the daemon is not running; 74 a local file
+//! could not be read or written; 77 permission denied on the socket.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hyper::Method;
+use meshnode::api::client::{ClientError, ControlClient, PublishOptions};
+use serde_json::Value;
+
+/// Control a running meshnode.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about,
+    after_help = "Exit codes: 0 ok, 1 request refused or failed, 2 bad arguments, 69 daemon not running, 74 local file error, 77 permission denied."
+)]
+struct Args {
+    /// The daemon's control socket.
+    #[arg(
+        long,
+        global = true,
+        env = "MESHCTL_SOCKET",
+        default_value = "/run/meshnode/control.sock"
+    )]
+    socket: PathBuf,
+    /// Print the daemon's JSON answer instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Node name, id, listeners and store usage.
+    Status,
+    /// Catalog content: list, publish, fetch, remove, pin, verify.
+    #[command(subcommand)]
+    Content(ContentCmd),
+    /// Re-read the configuration file (like SIGHUP); an invalid file is refused.
+    Reload,
+}
+
+#[derive(Debug, Subcommand)]
+enum ContentCmd {
+    /// List the catalog.
+    Ls {
+        /// Only URLs or tags containing this text.
+        #[arg(long, short)]
+        query: Option<String>,
+    },
+    /// Publish a file under this station's callsign.
+    Publish {
+        /// The file to publish.
+        file: PathBuf,
+        /// URL path to publish under, e.g. /index.html (write %25 for a literal %).
+        #[arg(long)]
+        path: String,
+        /// 1-4 or essential, popular, standard, personal.
+        #[arg(long, default_value = "standard")]
+        priority: String,
+        /// public, community or private.
+        #[arg(long, default_value = "public")]
+        access: String,
+        /// A tag (repeat for more).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// MIME type (guessed from the path when omitted).
+        #[arg(long)]
+        content_type: Option<String>,
+        /// Pin it so eviction never removes it.
+        #[arg(long)]
+        pin: bool,
+    },
+    /// Fetch content by URL (http://<callsign>.radio/path, or /path for this station).
+    Get {
+        /// The URL.
+        url: String,
+        /// Write to this file instead of standard output.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Remove a URL from the catalog.
+    Rm {
+        /// The URL.
+        url: String,
+    },
+    /// Pin a URL against eviction (or unpin it).
+    Pin {
+        /// The URL.
+        url: String,
+        /// Remove the pin instead.
+        #[arg(long)]
+        unpin: bool,
+    },
+    /// Re-hash every blob now; quarantine the bad ones.
+    Verify,
+}
+
+const EX_SOFTWARE: u8 = 1;
+const EX_UNAVAILABLE: u8 = 69;
+const EX_IOERR: u8 = 74;
+const EX_NOPERM: u8 = 77;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds");
+    match rt.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshctl: {e}");
+            ExitCode::from(match e {
+                ClientError::NotRunning(_) => EX_UNAVAILABLE,
+                ClientError::PermissionDenied(_) => EX_NOPERM,
+                ClientError::Io(_) => EX_IOERR,
+                ClientError::Api { .. } | ClientError::Http(_) => EX_SOFTWARE,
+            })
+        }
+    }
+}
+
+async fn run(args: &Args) -> Result<(), ClientError> {
+    let c = ControlClient::new(&args.socket);
+    let out = |v: &Value, human: &dyn Fn(&Value) -> String| {
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(v).expect("JSON values print")
+            );
+        } else {
+            print!("{}", human(v));
+        }
+    };
+    match &args.cmd {
+        Cmd::Status => out(&c.get("/api/v1/status").await?, &human_status),
+        Cmd::Reload => out(
+            &c.call(Method::POST, "/api/v1/reload", meshnode::api::full(""))
+                .await?,
+            &|v| {
+                let mut s = String::from("reloaded\n");
+                for a in v["applied"].as_array().into_iter().flatten() {
+                    s += &format!("  applied: {}\n", a.as_str().unwrap_or_default());
+                }
+                for k in v["restart_required"].as_array().into_iter().flatten() {
+                    s += &format!("  needs a restart: {}\n", k.as_str().unwrap_or_default());
+                }
+                s
+            },
+        ),
+        Cmd::Content(cmd) => match cmd {
+            ContentCmd::Ls { query } => {
+                let mut q = form_urlencoded::Serializer::new(String::new());
+                q.append_pair("limit", "10000");
+                if let Some(text) = query {
+                    q.append_pair("q", text);
+                }
+                out(
+                    &c.get(&format!("/api/v1/catalog?{}", q.finish())).await?,
+                    &human_catalog,
+                )
+            }
+            ContentCmd::Publish {
+                file,
+                path,
+                priority,
+                access,
+                tags,
+                content_type,
+                pin,
+            } => {
+                let opts = PublishOptions {
+                    path: path.clone(),
+                    priority: Some(priority.clone()),
+                    access: Some(access.clone()),
+                    tags: tags.clone(),
+                    content_type: content_type.clone(),
+                    pin: *pin,
+                };
+                out(&c.publish_file(file, &opts).await?, &|v| {
+                    format!(
+                        "published {} ({} bytes, version {}, sha256 {})\n",
+                        str_of(&v["url"]),
+                        v["size"],
+                        v["version"],
+                        str_of(&v["hash"])
+                    )
+                })
+            }
+            ContentCmd::Get { url, output } => {
+                let url = resolve_url(&c, url).await?;
+                match output {
+                    Some(p) => {
+                        // write next to the target, then rename: no half file under the real name
+                        let tmp = p.with_extension("meshctl-part");
+                        let mut f = tokio::fs::File::create(&tmp)
+                            .await
+                            .map_err(|e| io_ctx(e, &tmp))?;
+                        let r = c.fetch(&url, &mut f).await;
+                        match r {
+                            Ok(n) => {
+                                f.sync_all().await.map_err(|e| io_ctx(e, &tmp))?;
+                                tokio::fs::rename(&tmp, p).await.map_err(|e| io_ctx(e, p))?;
+                                if !args.json {
+                                    eprintln!("{n} bytes written to {}", p.display());
+                                }
+                            }
+                            Err(e) => {
+                                let _ = tokio::fs::remove_file(&tmp).await;
+                                return Err(e);
+                            }
+                        }
+                    }
+                    None => {
+                        c.fetch(&url, &mut tokio::io::stdout()).await?;
+                    }
+                }
+            }
+            ContentCmd::Rm { url } => {
+                let url = resolve_url(&c, url).await?;
+                out(
+                    &c.with_url(Method::DELETE, "/api/v1/content", &url, &[])
+                        .await?,
+                    &|v| format!("removed {}\n", str_of(&v["url"])),
+                )
+            }
+            ContentCmd::Pin { url, unpin } => {
+                let url = resolve_url(&c, url).await?;
+                let pinned = if *unpin { "false" } else { "true" };
+                out(
+                    &c.with_url(
+                        Method::POST,
+                        "/api/v1/content/pin",
+                        &url,
+                        &[("pinned", pinned)],
+                    )
+                    .await?,
+                    &|v| {
+                        format!(
+                            "{} {}\n",
+                            if v["pinned"].as_bool() == Some(true) {
+                                "pinned"
+                            } else {
+                                "unpinned"
+                            },
+                            str_of(&v["url"])
+                        )
+                    },
+                )
+            }
+            ContentCmd::Verify => {
+                let v = c
+                    .call(
+                        Method::POST,
+                        "/api/v1/content/verify",
+                        meshnode::api::full(""),
+                    )
+                    .await?;
+                out(&v, &|v| {
+                    let mut s = format!("checked {} blobs ({} bytes)\n", v["checked"], v["bytes"]);
+                    for u in v["quarantined"].as_array().into_iter().flatten() {
+                        s += &format!("QUARANTINED (hash mismatch): {}\n", str_of(u));
+                    }
+                    for u in v["already_quarantined"].as_array().into_iter().flatten() {
+                        s += &format!("still quarantined: {}\n", str_of(u));
+                    }
+                    s
+                });
+                if v["quarantined"].as_array().is_some_and(|a| !a.is_empty()) {
+                    return Err(ClientError::Api {
+                        status: 200,
+                        message: "integrity check failed for some content (now quarantined)".into(),
+                    });
+                }
+            }
+        },
+    }
+    Ok(())
+}
+
+/// `/path` means this station's own content.
+async fn resolve_url(c: &ControlClient, url: &str) -> Result<String, ClientError> {
+    if url.starts_with('/') {
+        let st = c.get("/api/v1/status").await?;
+        return Ok(format!(
+            "http://{}.radio{url}",
+            str_of(&st["callsign"]).to_lowercase()
+        ));
+    }
+    Ok(url.to_string())
+}
+
+fn io_ctx(e: std::io::Error, p: &std::path::Path) -> ClientError {
+    ClientError::Io(std::io::Error::new(
+        e.kind(),
+        format!("{}: {e}", p.display()),
+    ))
+}
+
+fn str_of(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn human_status(v: &Value) -> String {
+    let s = &v["store"];
+    format!(
+        "node:      {} (callsign {})\nnode id:   {}\nversion:   {}\nuptime:    {} s\nlisten:    {}\nstore:     {} items, {} of {} bytes used, {} quarantined\n",
+        str_of(&v["node"]),
+        str_of(&v["callsign"]),
+        str_of(&v["node_id"]),
+        str_of(&v["version"]),
+        v["uptime_s"],
+        v["listen"]
+            .as_array()
+            .map(|a| a
+                .iter()
+                .map(|x| str_of(x).to_string())
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default(),
+        s["entries"],
+        s["used_bytes"],
+        s["max_bytes"],
+        s["quarantined"],
+    )
+}
+
+fn human_catalog(v: &Value) -> String {
+    let mut s = format!(
+        "{:<50} {:>10} {:>4} {:<9} {:>4} {:>6} {}\n",
+        "URL", "SIZE", "PRIO", "ACCESS", "VER", "HITS", "FLAGS"
+    );
+    for e in v["entries"].as_array().into_iter().flatten() {
+        let flags = format!(
+            "{}{}",
+            if e["pinned"].as_bool() == Some(true) {
+                "pinned "
+            } else {
+                ""
+            },
+            if e["quarantined"].as_bool() == Some(true) {
+                "QUARANTINED"
+            } else {
+                ""
+            }
+        );
+        s += &format!(
+            "{:<50} {:>10} {:>4} {:<9} {:>4} {:>6} {}\n",
+            str_of(&e["url"]),
+            e["size"],
+            e["priority"],
+            str_of(&e["access"]),
+            e["version"],
+            e["access_count"],
+            flags.trim()
+        );
+    }
+    s += &format!("{} entries\n", v["total"]);
+    s
+}

@@ -1,0 +1,261 @@
+//! Content URLs: `http://<callsign>.radio/<path>`, parsed from a Host header
+//! plus request path, from the path form `/<callsign>.radio/<path>`, or from a
+//! URL typed by a user. Pure.
+//!
+//! A path is decoded once and re-encoded in one canonical form, so the catalog
+//! has one key per resource. Anything that could name something other than a
+//! plain catalog key is refused: bad `%` escapes, non-UTF-8, `.`/`..`
+//! segments, encoded `/`, backslashes, control characters. Serving never maps
+//! a URL to a file name (blobs are named by hash), so these rules are defence
+//! in depth and a promise of clean keys, not the only barrier.
+
+use std::fmt;
+
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+use crate::node::Callsign;
+
+/// Longest accepted path (decoded bytes).
+pub const MAX_PATH_LEN: usize = 1024;
+
+/// Characters escaped in the canonical path (RFC 3986 path chars stay as they are).
+const PATH_ESCAPE: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'%')
+    .add(b'^')
+    .add(b'|');
+
+/// Why a URL or path was refused; each maps to HTTP 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// A `%` not followed by two hex digits.
+    #[error("bad percent-encoding in path")]
+    BadEscape,
+    /// The decoded path is not UTF-8.
+    #[error("path is not valid UTF-8")]
+    NotUtf8,
+    /// `.` or `..` segment.
+    #[error("path contains a '.' or '..' segment")]
+    DotSegment,
+    /// `%2F`, a backslash or a control character.
+    #[error("path contains an encoded '/', a backslash or a control character")]
+    ForbiddenChar,
+    /// Longer than [`MAX_PATH_LEN`].
+    #[error("path longer than 1024 bytes")]
+    TooLong,
+    /// Does not start with `/`.
+    #[error("path must start with '/'")]
+    NotAbsolute,
+    /// Not a `<callsign>.radio` URL.
+    #[error("not a <callsign>.radio URL: {0}")]
+    BadHost(String),
+}
+
+/// A canonical content URL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContentUrl {
+    callsign: Callsign,
+    /// Canonical percent-encoded path, starting with `/`, never ending in `/`.
+    path: String,
+}
+
+impl ContentUrl {
+    /// From a callsign and a request path as sent on the wire (percent-encoded,
+    /// query allowed and ignored). A path ending in `/` means its `index.html`.
+    pub fn new(callsign: Callsign, raw_path: &str) -> Result<Self, UrlError> {
+        let raw = raw_path.split(['?', '#']).next().unwrap_or("");
+        if !raw.starts_with('/') {
+            return Err(UrlError::NotAbsolute);
+        }
+        let decoded = decode(raw)?;
+        if decoded.len() > MAX_PATH_LEN {
+            return Err(UrlError::TooLong);
+        }
+        let mut path = String::with_capacity(decoded.len() + 10);
+        let segments: Vec<&str> = decoded[1..].split('/').collect();
+        for (i, seg) in segments.iter().enumerate() {
+            if *seg == "." || *seg == ".." {
+                return Err(UrlError::DotSegment);
+            }
+            if seg.is_empty() && i + 1 != segments.len() {
+                continue; // collapse `//`
+            }
+            path.push('/');
+            path.extend(utf8_percent_encode(seg, PATH_ESCAPE));
+        }
+        if path.ends_with('/') {
+            path.push_str("index.html");
+        }
+        Ok(Self { callsign, path })
+    }
+
+    /// Parses `http://n0call.radio/p`, `n0call.radio/p` (no path means `/`).
+    pub fn parse(s: &str) -> Result<Self, UrlError> {
+        let rest = s.strip_prefix("http://").unwrap_or(s);
+        let (host, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let callsign = radio_host_callsign(host).ok_or_else(|| UrlError::BadHost(s.to_string()))?;
+        Self::new(callsign, path)
+    }
+
+    /// The station whose namespace this is.
+    pub fn callsign(&self) -> &Callsign {
+        &self.callsign
+    }
+
+    /// The canonical path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+impl fmt::Display for ContentUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}{}", self.callsign.radio_host(), self.path)
+    }
+}
+
+/// If `host` (a Host header or URL authority, port allowed) is
+/// `<callsign>.radio`, returns the callsign.
+pub fn radio_host_callsign(host: &str) -> Option<Callsign> {
+    let name = match host.rfind(':') {
+        Some(i) if !host.ends_with(']') => &host[..i],
+        _ => host,
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let dot = name.len().checked_sub(".radio".len())?;
+    if !name.is_char_boundary(dot) || !name[dot..].eq_ignore_ascii_case(".radio") {
+        return None;
+    }
+    Callsign::parse(&name[..dot]).ok()
+}
+
+fn decode(raw: &str) -> Result<String, UrlError> {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'%' {
+            let hex = b.get(i + 1..i + 3).ok_or(UrlError::BadEscape)?;
+            let s = std::str::from_utf8(hex).map_err(|_| UrlError::BadEscape)?;
+            let v = u8::from_str_radix(s, 16).map_err(|_| UrlError::BadEscape)?;
+            if v == b'/' {
+                return Err(UrlError::ForbiddenChar);
+            }
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    let s = String::from_utf8(out).map_err(|_| UrlError::NotUtf8)?;
+    if s.chars().any(|c| c.is_control() || c == '\\') {
+        return Err(UrlError::ForbiddenChar);
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cs() -> Callsign {
+        Callsign::parse("N0CALL").unwrap()
+    }
+
+    #[test]
+    fn canonical_forms() {
+        let u = ContentUrl::new(cs(), "/docs/a%20b.html?x=1").unwrap();
+        assert_eq!(u.to_string(), "http://n0call.radio/docs/a%20b.html");
+        assert_eq!(ContentUrl::new(cs(), "/").unwrap().path(), "/index.html");
+        assert_eq!(
+            ContentUrl::new(cs(), "/a//b/").unwrap().path(),
+            "/a/b/index.html"
+        );
+        assert_eq!(ContentUrl::new(cs(), "/%7Euser").unwrap().path(), "/~user");
+        assert_eq!(ContentUrl::new(cs(), "/caf%C3%A9").unwrap().path(), "/café");
+        assert_eq!(ContentUrl::new(cs(), "/100%25").unwrap().path(), "/100%25");
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        assert_eq!(
+            ContentUrl::new(cs(), "/../etc/passwd"),
+            Err(UrlError::DotSegment)
+        );
+        assert_eq!(
+            ContentUrl::new(cs(), "/a/%2e%2e/b"),
+            Err(UrlError::DotSegment)
+        );
+        assert_eq!(
+            ContentUrl::new(cs(), "/a%2fb"),
+            Err(UrlError::ForbiddenChar)
+        );
+        assert_eq!(ContentUrl::new(cs(), "/a%00"), Err(UrlError::ForbiddenChar));
+        assert_eq!(ContentUrl::new(cs(), "/a\\b"), Err(UrlError::ForbiddenChar));
+        assert_eq!(ContentUrl::new(cs(), "/%zz"), Err(UrlError::BadEscape));
+        assert_eq!(ContentUrl::new(cs(), "/%4"), Err(UrlError::BadEscape));
+        assert_eq!(ContentUrl::new(cs(), "/%ff"), Err(UrlError::NotUtf8));
+        assert_eq!(ContentUrl::new(cs(), "x"), Err(UrlError::NotAbsolute));
+        assert_eq!(
+            ContentUrl::new(cs(), &format!("/{}", "a".repeat(2000))),
+            Err(UrlError::TooLong)
+        );
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            radio_host_callsign("n0call.radio:8080").unwrap().as_str(),
+            "N0CALL"
+        );
+        assert_eq!(
+            radio_host_callsign("N0CALL.RADIO.").unwrap().as_str(),
+            "N0CALL"
+        );
+        assert!(radio_host_callsign("localhost:8080").is_none());
+        assert!(radio_host_callsign("radio").is_none());
+        assert!(radio_host_callsign("bad-call.radio").is_none());
+        assert!(radio_host_callsign("[::1]:8080").is_none());
+        assert_eq!(
+            ContentUrl::parse("http://w1aw.radio/x")
+                .unwrap()
+                .to_string(),
+            "http://w1aw.radio/x"
+        );
+        assert_eq!(
+            ContentUrl::parse("w1aw.radio").unwrap().path(),
+            "/index.html"
+        );
+        assert!(matches!(
+            ContentUrl::parse("http://example.com/x"),
+            Err(UrlError::BadHost(_))
+        ));
+    }
+
+    proptest! {
+        /// Whatever the input, parsing never panics, and a canonical URL parses to itself.
+        #[test]
+        fn canonical_is_a_fixed_point(raw in "/[ -~é%]{0,64}") {
+            if let Ok(u) = ContentUrl::new(cs(), &raw) {
+                let again = ContentUrl::new(cs(), u.path()).unwrap();
+                prop_assert_eq!(&again, &u);
+                prop_assert!(!u.path().contains("/../"));
+                prop_assert_eq!(ContentUrl::parse(&u.to_string()).unwrap(), u);
+            }
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! `/etc/meshnode.toml` → a validated [`Config`].
+//!
+//! Owns nothing at run time: the daemon supervisor keeps the current `Config`
+//! and publishes reloads. Every section is a struct with
+//! `#[serde(deny_unknown_fields)]`, and every value type validates itself while
+//! deserialising ([`crate::node::Callsign`], [`units::ByteSize`], ...), so any
+//! mistake comes back from the TOML parser with its span, which [`load`] turns
+//! into `file:line:column: what is wrong`. The annotated `etc/meshnode.toml`
+//! documents every key and is parsed by a test so it cannot rot.
+
+pub mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::node::{Callsign, Label};
+pub use units::{ByteSize, DurationStr};
+
+/// Where the daemon looks when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/meshnode.toml";
+
+/// A config file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file was read but something in it is wrong.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// 1-based line of the offending value or key.
+        line: usize,
+        /// 1-based column (in characters).
+        column: usize,
+        /// What is wrong, in words.
+        message: String,
+    },
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[node]`: who this node is and where it keeps its state.
+    pub node: NodeConfig,
+    /// `[http]`: public and control listeners.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// `[store]`: content store limits and upkeep.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Base callsign of the licensed operator; required, because a station's
+    /// content lives under `<callsign>.radio` and RF frames must carry it.
+    pub callsign: Callsign,
+    /// Node label; the node name is `CALLSIGN-label`. Defaults to `node`.
+    #[serde(default = "default_label")]
+    pub label: Label,
+    /// Node key, SQLite catalog and blobs live here. Relative paths are
+    /// resolved against the config file's folder.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Public listeners; content, read-only API and metrics. Port 8080 so the
+    /// node needs no privilege to bind it.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Unix socket for meshctl and every mutating operation (mode 0660, group
+    /// `meshadmin` when it exists). Relative paths resolve like `state_dir`.
+    #[serde(default = "default_control_socket")]
+    pub control_socket: PathBuf,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Quota for blob bytes; eviction keeps the store under it.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// How often every blob is re-hashed to catch bit rot. Daily by default:
+    /// a full pass over a 2 GiB store costs about a second of CPU.
+    #[serde(default = "default_scrub_interval")]
+    pub scrub_interval: DurationStr,
+    /// RAM for hot, already verified small objects; serving them skips the
+    /// disk and the hash. 8 MiB fits a 64 MB router.
+    #[serde(default = "default_memory_cache")]
+    pub memory_cache: ByteSize,
+}
+
+fn default_label() -> Label {
+    Label::parse("node").expect("constant label is valid")
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/meshnode")
+}
+fn default_listen() -> Vec<SocketAddr> {
+    vec![SocketAddr::from(([0, 0, 0, 0], 8080))]
+}
+fn default_control_socket() -> PathBuf {
+    PathBuf::from("/run/meshnode/control.sock")
+}
+fn default_max_bytes() -> ByteSize {
+    ByteSize(2 << 30)
+}
+fn default_scrub_interval() -> DurationStr {
+    DurationStr(Duration::from_secs(86_400))
+}
+fn default_memory_cache() -> ByteSize {
+    ByteSize(8 << 20)
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            control_socket: default_control_socket(),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: default_max_bytes(),
+            scrub_interval: default_scrub_interval(),
+            memory_cache: default_memory_cache(),
+        }
+    }
+}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut cfg = parse(&text, &path.display().to_string())?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    cfg.resolve_relative(base);
+    Ok(cfg)
+}
+
+/// Parses config text; `name` is used in error messages. Relative paths are
+/// left as written.
+pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
+    let cfg: Config = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start).unwrap_or(0);
+        let (line, column) = line_column(text, offset);
+        ConfigError::Invalid {
+            path: name.to_string(),
+            line,
+            column,
+            message: e.message().to_string(),
+        }
+    })?;
+    if cfg.http.listen.is_empty() {
+        let offset = text.find("listen").unwrap_or(0);
+        let (line, column) = line_column(text, offset);
+        return Err(ConfigError::Invalid {
+            path: name.to_string(),
+            line,
+            column,
+            message: "http.listen needs at least one address".into(),
+        });
+    }
+    Ok(cfg)
+}
+
+/// 1-based line and character column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+impl Config {
+    /// The node's name, `CALLSIGN-label`.
+    pub fn node_name(&self) -> String {
+        crate::node::node_name(&self.node.callsign, &self.node.label)
+    }
+
+    /// Development override (`meshnode --state-dir DIR`): state *and* the
+    /// control socket go into `dir`, so a node runs without root.
+    pub fn override_state_dir(&mut self, dir: &Path) {
+        self.node.state_dir = dir.to_path_buf();
+        self.http.control_socket = dir.join("control.sock");
+    }
+
+    fn resolve_relative(&mut self, base: &Path) {
+        for p in [&mut self.node.state_dir, &mut self.http.control_socket] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    /// Keys that differ between `self` and `new` but only take effect after a
+    /// restart; everything else is applied by a reload.
+    pub fn restart_required(&self, new: &Config) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.node.callsign != new.node.callsign {
+            keys.push("node.callsign");
+        }
+        if self.node.label != new.node.label {
+            keys.push("node.label");
+        }
+        if self.node.state_dir != new.node.state_dir {
+            keys.push("node.state_dir");
+        }
+        if self.http.listen != new.http.listen {
+            keys.push("http.listen");
+        }
+        if self.http.control_socket != new.http.control_socket {
+            keys.push("http.control_socket");
+        }
+        keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> (usize, usize, String) {
+        match parse(text, "t.toml").unwrap_err() {
+            ConfigError::Invalid {
+                line,
+                column,
+                message,
+                ..
+            } => (line, column, message),
+            e => panic!("unexpected {e}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("[node]\ncallsign = \"n0call\"\n", "t").unwrap();
+        assert_eq!(c.node.callsign.as_str(), "N0CALL");
+        assert_eq!(c.node_name(), "N0CALL-node");
+        assert_eq!(c.http.listen, vec!["0.0.0.0:8080".parse().unwrap()]);
+        assert_eq!(c.store.max_bytes, ByteSize(2 << 30));
+    }
+
+    #[test]
+    fn unknown_key_points_at_the_key() {
+        let (line, col, msg) = err("[node]\ncallsign = \"N0CALL\"\ncolour = 3\n");
+        assert_eq!((line, col), (3, 1));
+        assert!(msg.contains("unknown field `colour`"), "{msg}");
+    }
+
+    #[test]
+    fn bad_callsign_points_at_the_value() {
+        let (line, col, msg) = err("[node]\n  callsign = \"N0CALL-7\"\n");
+        assert_eq!((line, col), (2, 14));
+        assert!(msg.contains("SSID"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_and_bad_size() {
+        let (line, _, msg) =
+            err("[node]\ncallsign = \"N0CALL\"\n[http]\nlisten = \"0.0.0.0:80\"\n");
+        assert_eq!(line, 4);
+        assert!(msg.contains("invalid type"), "{msg}");
+        let (line, col, msg) =
+            err("[node]\ncallsign = \"N0CALL\"\n[store]\nmax_bytes = \"2 zettabytes\"\n");
+        assert_eq!((line, col), (4, 13));
+        assert!(msg.contains("unknown unit"), "{msg}");
+    }
+
+    #[test]
+    fn missing_callsign_and_empty_listen() {
+        let (_, _, msg) = err("[node]\nlabel = \"x\"\n");
+        assert!(msg.contains("callsign"), "{msg}");
+        let (line, _, msg) = err("[node]\ncallsign = \"N0CALL\"\n[http]\nlisten = []\n");
+        assert_eq!(line, 4);
+        assert!(msg.contains("at least one"), "{msg}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(&p, "[node]\ncallsign = \"N0CALL\"\nstate_dir = \"st\"\n").unwrap();
+        let c = load(&p).unwrap();
+        assert_eq!(c.node.state_dir, dir.path().join("st"));
+        let e = load(&dir.path().join("missing.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.toml: cannot read"), "{e}");
+    }
+
+    #[test]
+    fn restart_required_lists_only_changed_fixed_keys() {
+        let a = parse("[node]\ncallsign = \"N0CALL\"\n", "t").unwrap();
+        let mut b = a.clone();
+        b.store.max_bytes = ByteSize(1);
+        assert!(a.restart_required(&b).is_empty());
+        b.http.listen = vec!["127.0.0.1:1".parse().unwrap()];
+        assert_eq!(a.restart_required(&b), vec!["http.listen"]);
+    }
+}

@@ -1,0 +1,181 @@
+//! Value types that config files spell as strings: byte sizes (`"2GiB"`) and
+//! durations (`"5s"`). Each validates in `Deserialize`, so a bad value is
+//! reported by the TOML parser with its file:line:column.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, de};
+
+/// A number of bytes, written as `"2GiB"`, `"500MB"`, `"4096"` or a bare integer.
+///
+/// `K`/`M`/`G`/`T` are powers of 1000 and `Ki`/`Mi`/`Gi`/`Ti` powers of 1024, as
+/// in IEC 80000-13; the trailing `B` is optional.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses the string form.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        if num.is_empty() {
+            return Err(format!(
+                "invalid size {s:?}: expected a number such as \"2GiB\""
+            ));
+        }
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid size {s:?}: number too large"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "k" | "kb" => 1_000,
+            "ki" | "kib" => 1 << 10,
+            "m" | "mb" => 1_000_000,
+            "mi" | "mib" => 1 << 20,
+            "g" | "gb" => 1_000_000_000,
+            "gi" | "gib" => 1 << 30,
+            "t" | "tb" => 1_000_000_000_000,
+            "ti" | "tib" => 1 << 40,
+            _ => {
+                return Err(format!(
+                    "invalid size {s:?}: unknown unit {:?} (use B, KB, KiB, MB, MiB, GB, GiB, TB, TiB)",
+                    unit.trim()
+                ));
+            }
+        };
+        n.checked_mul(mult)
+            .map(ByteSize)
+            .ok_or_else(|| format!("invalid size {s:?}: too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
+        for (name, size) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{name}", self.0 / size);
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"2GiB\" or a number of bytes")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A duration written as `"500ms"`, `"5s"`, `"10m"`, `"24h"` or `"7d"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DurationStr(pub Duration);
+
+impl DurationStr {
+    /// Parses the string form.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num.parse().map_err(|_| {
+            format!("invalid duration {s:?}: expected a number and a unit, such as \"5s\"")
+        })?;
+        let ms = match unit.trim() {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => {
+                return Err(format!(
+                    "invalid duration {s:?}: a unit is required (ms, s, m, h, d)"
+                ));
+            }
+            u => {
+                return Err(format!(
+                    "invalid duration {s:?}: unknown unit {u:?} (use ms, s, m, h, d)"
+                ));
+            }
+        };
+        n.checked_mul(ms)
+            .map(|ms| DurationStr(Duration::from_millis(ms)))
+            .ok_or_else(|| format!("invalid duration {s:?}: too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationStr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DurationStr::parse(&s).map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(ByteSize::parse("2GiB").unwrap().0, 2 << 30);
+        assert_eq!(ByteSize::parse("500MB").unwrap().0, 500_000_000);
+        assert_eq!(ByteSize::parse("4096").unwrap().0, 4096);
+        assert_eq!(ByteSize::parse("8 MiB").unwrap().0, 8 << 20);
+        assert!(ByteSize::parse("2XB").unwrap_err().contains("unknown unit"));
+        assert!(ByteSize::parse("GiB").is_err());
+        assert!(
+            ByteSize::parse("99999999999TiB")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert_eq!(ByteSize(2 << 30).to_string(), "2GiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000B");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(DurationStr::parse("5s").unwrap().0, Duration::from_secs(5));
+        assert_eq!(
+            DurationStr::parse("250ms").unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            DurationStr::parse("24h").unwrap().0,
+            Duration::from_secs(86_400)
+        );
+        assert!(
+            DurationStr::parse("5")
+                .unwrap_err()
+                .contains("unit is required")
+        );
+        assert!(
+            DurationStr::parse("5y")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+    }
+}

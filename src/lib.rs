@@ -1,0 +1,32 @@
+//! meshnode: a community mesh HTTP node. Every station a server, every server
+//! a peer, every peer a backup.
+//!
+//! # Layout
+//!
+//! Dependencies point downward: binaries → [`daemon`] wiring → subsystems →
+//! shared domain types.
+//!
+//! | module | owns | task |
+//! |---|---|---|
+//! | [`config`] | `/etc/meshnode.toml` → validated [`config::Config`] | none (the supervisor keeps the current one) |
+//! | [`node`] | callsign, label, node id: pure domain types | — |
+//! | [`identity`] | the Ed25519 node key in `state_dir` | — |
+//! | [`catalog`] | content URLs, hashes, entries, priorities: pure | — |
+//! | [`store`] | SQLite catalog + blob folder mutations | the `store` thread |
+//! | [`cache`] | verified reads, RAM tier, eviction policy (pure), scrub | scrub task |
+//! | [`api`] | public HTTP port, control socket, `meshctl`'s client | one task per connection |
+//! | [`daemon`] | start order, reload, shutdown | supervisor task |
+//! | [`telemetry`] | logging, sd-notify, counters | — |
+//!
+//! Later subsystems (discovery, gossip, sync, routing, radio, connectivity,
+//! shaping, analytics, dbus) slot in as siblings following shared/DESIGN.md.
+
+pub mod api;
+pub mod cache;
+pub mod catalog;
+pub mod config;
+pub mod daemon;
+pub mod identity;
+pub mod node;
+pub mod store;
+pub mod telemetry;
