@@ -1,0 +1,149 @@
+//! Shared helpers for the integration tests: in-process daemons on
+//! 127.0.0.1:0 with a temporary state dir, and a small HTTP client.
+#![allow(dead_code, missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{HeaderMap, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use meshnode::api::client::{ControlClient, PublishOptions};
+use meshnode::config::{self, Config};
+use meshnode::daemon::{Daemon, Source};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A config for a test node in `dir`, listening on an ephemeral port.
+pub fn test_config(dir: &Path, extra: &str) -> String {
+    format!(
+        "[node]\ncallsign = \"N0CALL\"\nlabel = \"test\"\nstate_dir = \"{state}\"\n\
+         [http]\nlisten = [\"127.0.0.1:0\"]\ncontrol_socket = \"{sock}\"\n{extra}",
+        state = dir.join("state").display(),
+        sock = dir.join("control.sock").display(),
+    )
+}
+
+pub struct TestNode {
+    pub dir: tempfile::TempDir,
+    pub daemon: Daemon,
+    pub addr: SocketAddr,
+    pub ctl: ControlClient,
+    pub config_path: PathBuf,
+}
+
+impl TestNode {
+    /// A node whose config file (with `extra` appended) lives in its temp dir.
+    pub async fn start(extra: &str) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, extra).await
+    }
+
+    pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestNode {
+        let config_path = dir.path().join("meshnode.toml");
+        if !config_path.exists() {
+            std::fs::write(&config_path, test_config(dir.path(), extra)).unwrap();
+        }
+        let cfg: Config = config::load(&config_path).unwrap();
+        let daemon = Daemon::start(cfg, Source { path: Some(config_path.clone()), state_dir_override: None }).await.unwrap();
+        let addr = daemon.local_addrs()[0];
+        let ctl = ControlClient::new(daemon.control_socket());
+        TestNode { dir, daemon, addr, ctl, config_path }
+    }
+
+    /// Stops the daemon and starts a new one on the same state.
+    pub async fn restart(self) -> TestNode {
+        let dir = self.dir;
+        self.daemon.shutdown().await.unwrap();
+        Self::start_in(dir, "").await
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub async fn publish(&self, path: &str, data: &[u8]) -> serde_json::Value {
+        self.publish_with(data, PublishOptions { path: path.into(), ..Default::default() }).await
+    }
+
+    pub async fn publish_with(&self, data: &[u8], opts: PublishOptions) -> serde_json::Value {
+        self.ctl.publish_bytes(Bytes::copy_from_slice(data), &opts).await.unwrap()
+    }
+
+    /// GET on the public port with the given Host and extra headers.
+    pub async fn get(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+        http(self.addr, "GET", host, path, headers).await
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The body ended with an error (connection cut) instead of completing.
+    pub body_error: Option<String>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request through hyper's client on a fresh connection.
+pub async fn http(addr: SocketAddr, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::builder().method(method).uri(path).header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
+    let (parts, mut body) = resp.into_parts();
+    let mut buf = Vec::new();
+    let mut body_error = None;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Ok(d) = f.into_data() {
+                    buf.extend_from_slice(&d);
+                }
+            }
+            Err(e) => {
+                body_error = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    Resp { status: parts.status, headers: parts.headers, body: Bytes::from(buf), body_error }
+}
+
+/// Sends raw bytes and returns the raw answer (for requests a proper client refuses to send).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
