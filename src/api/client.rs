@@ -101,6 +101,7 @@ impl ControlClient {
             .method(method)
             .uri(path_and_query)
             .header(hyper::header::HOST, "localhost")
+            .header(hyper::header::ACCEPT, "application/json")
             .body(body)
             .expect("valid request");
         Ok(sender.send_request(req).await?)

@@ -237,7 +237,7 @@ pub fn not_found(
             .collect();
         json(
             StatusCode::NOT_FOUND,
-            &serde_json::json!({ "error": "not found", "url": wanted, "total": total, "available": list }),
+            &serde_json::json!({ "error": format!("not found: {wanted}"), "url": wanted, "total": total, "available": list }),
         )
     } else {
         html(

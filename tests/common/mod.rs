@@ -147,3 +147,70 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A daemon running as a real child process of the test.
+pub struct Proc {
+    pub child: std::process::Child,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `meshnode --config <dir>/meshnode.toml` (written with `extra` if absent)
+    /// and waits until its control socket answers.
+    pub async fn spawn(dir: &Path, extra: &str) -> Proc {
+        let config = dir.join("meshnode.toml");
+        if !config.exists() {
+            std::fs::write(&config, test_config(dir, extra)).unwrap();
+        }
+        let log = dir.join("meshnode.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_meshnode"))
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let p = Proc { child, config, socket: dir.join("control.sock"), log };
+        p.wait_ready().await;
+        p
+    }
+
+    pub async fn wait_ready(&self) {
+        let ctl = ControlClient::new(&self.socket);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while ctl.get("/api/v1/status").await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "daemon did not come up; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn ctl(&self) -> ControlClient {
+        ControlClient::new(&self.socket)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap().success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "daemon did not exit in time");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
