@@ -9,7 +9,12 @@ use std::process::{Command, Output};
 use common::{Proc, data};
 
 fn meshctl(socket: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshctl")).arg("--socket").arg(socket).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -23,26 +28,54 @@ fn stderr(o: &Output) -> String {
 #[test]
 fn check_config_accepts_the_shipped_example_and_pinpoints_errors() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/meshnode.toml");
-    let o = Command::new(env!("CARGO_BIN_EXE_meshnode")).arg("--config").arg(&example).arg("--check-config").output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_meshnode"))
+        .arg("--config")
+        .arg(&example)
+        .arg("--check-config")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("N0CALL-home"));
 
     let dir = tempfile::tempdir().unwrap();
     for (text, want) in [
-        ("[node]\ncallsign = \"N0CALL\"\nlabel = \"x\"\nfoo = 1\n", ":4:1: unknown field `foo`"),
-        ("[node]\ncallsign = \"NOCALL\"\n", ":2:12: invalid callsign \"NOCALL\""),
-        ("[node]\ncallsign = \"N0CALL\"\n[http]\nlisten = [\"nowhere\"]\n", ":4:11:"),
-        ("[node]\ncallsign = \"N0CALL\"\n[store]\nmax_bytes = true\n", ":4:13:"),
+        (
+            "[node]\ncallsign = \"N0CALL\"\nlabel = \"x\"\nfoo = 1\n",
+            ":4:1: unknown field `foo`",
+        ),
+        (
+            "[node]\ncallsign = \"NOCALL\"\n",
+            ":2:12: invalid callsign \"NOCALL\"",
+        ),
+        (
+            "[node]\ncallsign = \"N0CALL\"\n[http]\nlisten = [\"nowhere\"]\n",
+            ":4:11:",
+        ),
+        (
+            "[node]\ncallsign = \"N0CALL\"\n[store]\nmax_bytes = true\n",
+            ":4:13:",
+        ),
         ("[node\n", ":1:"),
     ] {
         let p = dir.path().join("bad.toml");
         std::fs::write(&p, text).unwrap();
-        let o = Command::new(env!("CARGO_BIN_EXE_meshnode")).arg("--config").arg(&p).arg("--check-config").output().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_meshnode"))
+            .arg("--config")
+            .arg(&p)
+            .arg("--check-config")
+            .output()
+            .unwrap();
         assert_eq!(o.status.code(), Some(78), "{text}");
         let err = stderr(&o);
-        assert!(err.starts_with(&format!("{}{want}", p.display())), "{text:?} gave {err}");
+        assert!(
+            err.starts_with(&format!("{}{want}", p.display())),
+            "{text:?} gave {err}"
+        );
     }
-    let o = Command::new(env!("CARGO_BIN_EXE_meshnode")).args(["--config", "/nonexistent/meshnode.toml"]).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_meshnode"))
+        .args(["--config", "/nonexistent/meshnode.toml"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(78));
     assert!(stderr(&o).contains("/nonexistent/meshnode.toml: cannot read"));
 }
@@ -51,7 +84,10 @@ fn check_config_accepts_the_shipped_example_and_pinpoints_errors() {
 fn meshctl_without_a_daemon_says_so_with_exit_69() {
     let o = meshctl(Path::new("/nonexistent/control.sock"), &["status"]);
     assert_eq!(o.status.code(), Some(69));
-    assert_eq!(stderr(&o).trim(), "meshctl: meshnode is not running (no daemon at /nonexistent/control.sock)");
+    assert_eq!(
+        stderr(&o).trim(),
+        "meshctl: meshnode is not running (no daemon at /nonexistent/control.sock)"
+    );
     let o = meshctl(Path::new("/x"), &["content", "frobnicate"]);
     assert_eq!(o.status.code(), Some(2), "bad arguments");
 }
@@ -65,12 +101,39 @@ async fn meshctl_publish_get_ls_pin_rm_verify_reload_and_signals() {
     let body = data(400_000, 42);
     std::fs::write(&file, &body).unwrap();
 
-    let o = meshctl(&sock, &["content", "publish", file.to_str().unwrap(), "--path", "/news/today.html", "--priority", "essential", "--tag", "news"]);
+    let o = meshctl(
+        &sock,
+        &[
+            "content",
+            "publish",
+            file.to_str().unwrap(),
+            "--path",
+            "/news/today.html",
+            "--priority",
+            "essential",
+            "--tag",
+            "news",
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stdout(&o).starts_with("published http://n0call.radio/news/today.html (400000 bytes, version 1"), "{}", stdout(&o));
+    assert!(
+        stdout(&o)
+            .starts_with("published http://n0call.radio/news/today.html (400000 bytes, version 1"),
+        "{}",
+        stdout(&o)
+    );
 
     let out = dir.path().join("back.html");
-    let o = meshctl(&sock, &["content", "get", "http://n0call.radio/news/today.html", "-o", out.to_str().unwrap()]);
+    let o = meshctl(
+        &sock,
+        &[
+            "content",
+            "get",
+            "http://n0call.radio/news/today.html",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(std::fs::read(&out).unwrap() == body, "byte for byte");
     let o = meshctl(&sock, &["content", "get", "/news/today.html"]); // own station shorthand, to stdout
@@ -81,7 +144,11 @@ async fn meshctl_publish_get_ls_pin_rm_verify_reload_and_signals() {
     assert_eq!(v["total"], 1);
     assert_eq!(v["entries"][0]["priority"], 1);
     let o = meshctl(&sock, &["content", "ls"]);
-    assert!(stdout(&o).contains("http://n0call.radio/news/today.html"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("http://n0call.radio/news/today.html"),
+        "{}",
+        stdout(&o)
+    );
 
     let o = meshctl(&sock, &["content", "pin", "/news/today.html"]);
     assert_eq!(stdout(&o), "pinned http://n0call.radio/news/today.html\n");
@@ -91,16 +158,38 @@ async fn meshctl_publish_get_ls_pin_rm_verify_reload_and_signals() {
     assert_eq!(v["checked"], 1);
 
     let o = meshctl(&sock, &["status"]);
-    assert!(stdout(&o).contains("node:      N0CALL-test (callsign N0CALL)"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("node:      N0CALL-test (callsign N0CALL)"),
+        "{}",
+        stdout(&o)
+    );
 
     // daemon-side refusals exit 1 with the daemon's reason
     let o = meshctl(&sock, &["content", "get", "http://n0call.radio/missing"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
-    let o = meshctl(&sock, &["content", "publish", file.to_str().unwrap(), "--path", "/x", "--priority", "urgent"]);
+    let o = meshctl(
+        &sock,
+        &[
+            "content",
+            "publish",
+            file.to_str().unwrap(),
+            "--path",
+            "/x",
+            "--priority",
+            "urgent",
+        ],
+    );
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("invalid priority \"urgent\""), "{}", stderr(&o));
-    let o = meshctl(&sock, &["content", "publish", "/nonexistent/file", "--path", "/x"]);
+    assert!(
+        stderr(&o).contains("invalid priority \"urgent\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = meshctl(
+        &sock,
+        &["content", "publish", "/nonexistent/file", "--path", "/x"],
+    );
     assert_eq!(o.status.code(), Some(74), "{}", stderr(&o));
 
     // meshctl reload and SIGHUP both apply a valid change
@@ -108,13 +197,19 @@ async fn meshctl_publish_get_ls_pin_rm_verify_reload_and_signals() {
     std::fs::write(&d.config, format!("{cfg}[store]\nmax_bytes = \"3GiB\"\n")).unwrap();
     let o = meshctl(&sock, &["reload"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stdout(&o).contains("applied: store.max_bytes = 3GiB"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("applied: store.max_bytes = 3GiB"),
+        "{}",
+        stdout(&o)
+    );
     std::fs::write(&d.config, format!("{cfg}[store]\nmax_bytes = \"5GiB\"\n")).unwrap();
     d.signal("HUP");
     let mut max = 0;
     for _ in 0..200 {
         let o = meshctl(&sock, &["--json", "status"]);
-        max = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["store"]["max_bytes"].as_u64().unwrap();
+        max = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["store"]["max_bytes"]
+            .as_u64()
+            .unwrap();
         if max == 5 << 30 {
             break;
         }
@@ -125,7 +220,11 @@ async fn meshctl_publish_get_ls_pin_rm_verify_reload_and_signals() {
     std::fs::write(&d.config, format!("{cfg}[store]\nmax_bytes = \"oops\"\n")).unwrap();
     let o = meshctl(&sock, &["reload"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("invalid size \"oops\""), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("invalid size \"oops\""),
+        "{}",
+        stderr(&o)
+    );
 
     let o = meshctl(&sock, &["content", "rm", "/news/today.html"]);
     assert_eq!(stdout(&o), "removed http://n0call.radio/news/today.html\n");

@@ -22,15 +22,32 @@ async fn published_file_is_served_byte_for_byte_by_host_and_by_path() {
     assert_eq!(by_host.body, body);
     assert_eq!(by_host.header("content-type"), "text/plain; charset=utf-8");
     assert_eq!(by_host.header("content-length"), "10000");
-    assert_eq!(by_host.header("etag"), format!("\"{}\"", e["hash"].as_str().unwrap()));
+    assert_eq!(
+        by_host.header("etag"),
+        format!("\"{}\"", e["hash"].as_str().unwrap())
+    );
 
-    let by_path = n.get("127.0.0.1", "/n0call.radio/docs/hello%20world.txt", &[]).await;
+    let by_path = n
+        .get("127.0.0.1", "/n0call.radio/docs/hello%20world.txt", &[])
+        .await;
     assert_eq!(by_path.status, 200);
     assert_eq!(by_path.body, body);
     // upper-case host and port are fine
-    assert_eq!(n.get("N0CALL.radio:8080", "/docs/hello%20world.txt", &[]).await.body, body);
+    assert_eq!(
+        n.get("N0CALL.radio:8080", "/docs/hello%20world.txt", &[])
+            .await
+            .body,
+        body
+    );
 
-    let head = http(n.addr, "HEAD", "n0call.radio", "/docs/hello%20world.txt", &[]).await;
+    let head = http(
+        n.addr,
+        "HEAD",
+        "n0call.radio",
+        "/docs/hello%20world.txt",
+        &[],
+    )
+    .await;
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), "10000");
     assert!(head.body.is_empty());
@@ -42,24 +59,47 @@ async fn conditional_and_range_requests() {
     let n = TestNode::start("").await;
     let small = data(1000, 2);
     n.publish("/s.bin", &small).await;
-    let etag = n.get("n0call.radio", "/s.bin", &[]).await.header("etag").to_string();
+    let etag = n
+        .get("n0call.radio", "/s.bin", &[])
+        .await
+        .header("etag")
+        .to_string();
 
-    let r = n.get("n0call.radio", "/s.bin", &[("if-none-match", &etag)]).await;
+    let r = n
+        .get("n0call.radio", "/s.bin", &[("if-none-match", &etag)])
+        .await;
     assert_eq!(r.status, 304);
     assert!(r.body.is_empty());
-    assert_eq!(n.get("n0call.radio", "/s.bin", &[("if-none-match", "\"other\"")]).await.status, 200);
+    assert_eq!(
+        n.get("n0call.radio", "/s.bin", &[("if-none-match", "\"other\"")])
+            .await
+            .status,
+        200
+    );
 
-    let r = n.get("n0call.radio", "/s.bin", &[("range", "bytes=10-19")]).await;
+    let r = n
+        .get("n0call.radio", "/s.bin", &[("range", "bytes=10-19")])
+        .await;
     assert_eq!(r.status, 206);
     assert_eq!(r.header("content-range"), "bytes 10-19/1000");
     assert_eq!(r.body, small[10..20]);
-    let r = n.get("n0call.radio", "/s.bin", &[("range", "bytes=-5")]).await;
+    let r = n
+        .get("n0call.radio", "/s.bin", &[("range", "bytes=-5")])
+        .await;
     assert_eq!(r.body, small[995..]);
-    let r = n.get("n0call.radio", "/s.bin", &[("range", "bytes=5000-")]).await;
+    let r = n
+        .get("n0call.radio", "/s.bin", &[("range", "bytes=5000-")])
+        .await;
     assert_eq!(r.status, 416);
     assert_eq!(r.header("content-range"), "bytes */1000");
     // If-Range with a stale validator: the whole body
-    let r = n.get("n0call.radio", "/s.bin", &[("range", "bytes=0-1"), ("if-range", "\"stale\"")]).await;
+    let r = n
+        .get(
+            "n0call.radio",
+            "/s.bin",
+            &[("range", "bytes=0-1"), ("if-range", "\"stale\"")],
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), 1000);
 
@@ -71,7 +111,13 @@ async fn conditional_and_range_requests() {
     assert!(r.body_error.is_none());
     assert_eq!(r.body, big);
     let (a, b) = (CHUNK_SIZE as usize - 10, CHUNK_SIZE as usize * 2 + 10);
-    let r = n.get("n0call.radio", "/big.bin", &[("range", &format!("bytes={a}-{b}"))]).await;
+    let r = n
+        .get(
+            "n0call.radio",
+            "/big.bin",
+            &[("range", &format!("bytes={a}-{b}"))],
+        )
+        .await;
     assert_eq!(r.status, 206);
     assert_eq!(r.body, big[a..=b]);
     n.daemon.shutdown().await.unwrap();
@@ -81,19 +127,48 @@ async fn conditional_and_range_requests() {
 async fn unknown_url_gets_404_listing_what_exists() {
     let n = TestNode::start("").await;
     n.publish("/index.html", b"<h1>hi</h1>").await;
-    n.publish_with(b"secret", PublishOptions { path: "/diary.txt".into(), access: Some("private".into()), ..Default::default() }).await;
+    n.publish_with(
+        b"secret",
+        PublishOptions {
+            path: "/diary.txt".into(),
+            access: Some("private".into()),
+            ..Default::default()
+        },
+    )
+    .await;
 
-    let r = n.get("n0call.radio", "/missing", &[("accept", "application/json")]).await;
+    let r = n
+        .get(
+            "n0call.radio",
+            "/missing",
+            &[("accept", "application/json")],
+        )
+        .await;
     assert_eq!(r.status, 404);
     let j = r.json();
     assert_eq!(j["url"], "http://n0call.radio/missing");
-    let urls: Vec<&str> = j["available"].as_array().unwrap().iter().map(|e| e["url"].as_str().unwrap()).collect();
-    assert_eq!(urls, vec!["http://n0call.radio/index.html"], "private content is not listed publicly");
+    let urls: Vec<&str> = j["available"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls,
+        vec!["http://n0call.radio/index.html"],
+        "private content is not listed publicly"
+    );
 
-    let r = n.get("n0call.radio", "/missing", &[("accept", "text/html")]).await;
+    let r = n
+        .get("n0call.radio", "/missing", &[("accept", "text/html")])
+        .await;
     assert_eq!(r.status, 404);
     assert_eq!(r.header("content-type"), "text/html; charset=utf-8");
-    assert!(r.text().contains("href=\"/n0call.radio/index.html\""), "{}", r.text());
+    assert!(
+        r.text().contains("href=\"/n0call.radio/index.html\""),
+        "{}",
+        r.text()
+    );
     // another station's namespace, and a plain unknown path on the node
     assert_eq!(n.get("w1aw.radio", "/x", &[]).await.status, 404);
     assert_eq!(n.get("127.0.0.1", "/nothing-here", &[]).await.status, 404);
@@ -105,12 +180,23 @@ async fn unknown_url_gets_404_listing_what_exists() {
 #[tokio::test]
 async fn private_content_only_through_the_control_socket() {
     let n = TestNode::start("").await;
-    n.publish_with(b"secret", PublishOptions { path: "/diary.txt".into(), access: Some("private".into()), ..Default::default() }).await;
+    n.publish_with(
+        b"secret",
+        PublishOptions {
+            path: "/diary.txt".into(),
+            access: Some("private".into()),
+            ..Default::default()
+        },
+    )
+    .await;
     assert_eq!(n.get("n0call.radio", "/diary.txt", &[]).await.status, 404);
     let cat = n.get("127.0.0.1", "/api/v1/catalog", &[]).await.json();
     assert_eq!(cat["total"], 0);
     let mut out = Vec::new();
-    n.ctl.fetch("http://n0call.radio/diary.txt", &mut out).await.unwrap();
+    n.ctl
+        .fetch("http://n0call.radio/diary.txt", &mut out)
+        .await
+        .unwrap();
     assert_eq!(out, b"secret");
     let cat = n.ctl.get("/api/v1/catalog").await.unwrap();
     assert_eq!(cat["total"], 1);
@@ -120,7 +206,16 @@ async fn private_content_only_through_the_control_socket() {
 #[tokio::test]
 async fn status_catalog_and_metrics() {
     let n = TestNode::start("").await;
-    n.publish_with(b"a", PublishOptions { path: "/a".into(), tags: vec!["weather".into()], priority: Some("essential".into()), ..Default::default() }).await;
+    n.publish_with(
+        b"a",
+        PublishOptions {
+            path: "/a".into(),
+            tags: vec!["weather".into()],
+            priority: Some("essential".into()),
+            ..Default::default()
+        },
+    )
+    .await;
     n.publish("/b", b"bb").await;
     let st = n.get("127.0.0.1", "/api/v1/status", &[]).await.json();
     assert_eq!(st["node"], "N0CALL-test");
@@ -128,13 +223,26 @@ async fn status_catalog_and_metrics() {
     assert_eq!(st["store"]["used_bytes"], 3);
     assert_eq!(st["node_id"].as_str().unwrap().len(), 64);
 
-    let cat = n.get("127.0.0.1", "/api/v1/catalog?q=weather", &[]).await.json();
+    let cat = n
+        .get("127.0.0.1", "/api/v1/catalog?q=weather", &[])
+        .await
+        .json();
     assert_eq!(cat["total"], 1);
     assert_eq!(cat["entries"][0]["url"], "http://n0call.radio/a");
     assert_eq!(cat["entries"][0]["priority"], 1);
     assert_eq!(cat["entries"][0]["tags"][0], "weather");
-    assert_eq!(n.get("127.0.0.1", "/api/v1/catalog?limit=1&offset=1", &[]).await.json()["entries"][0]["url"], "http://n0call.radio/b");
-    assert_eq!(n.get("127.0.0.1", "/api/v1/catalog?limit=x", &[]).await.status, 400);
+    assert_eq!(
+        n.get("127.0.0.1", "/api/v1/catalog?limit=1&offset=1", &[])
+            .await
+            .json()["entries"][0]["url"],
+        "http://n0call.radio/b"
+    );
+    assert_eq!(
+        n.get("127.0.0.1", "/api/v1/catalog?limit=x", &[])
+            .await
+            .status,
+        400
+    );
 
     n.get("n0call.radio", "/b", &[]).await;
     let m = n.get("127.0.0.1", "/metrics", &[]).await.text();
@@ -142,8 +250,16 @@ async fn status_catalog_and_metrics() {
     assert!(m.contains("meshnode_content_hits_total 1"), "{m}");
     assert!(m.contains("# HELP meshnode_store_used_bytes"), "{m}");
     // the status page names the node, the .radio host serves content only
-    assert!(n.get("127.0.0.1", "/", &[]).await.text().contains("N0CALL-test"));
-    assert_eq!(n.get("n0call.radio", "/api/v1/status", &[]).await.status, 404);
+    assert!(
+        n.get("127.0.0.1", "/", &[])
+            .await
+            .text()
+            .contains("N0CALL-test")
+    );
+    assert_eq!(
+        n.get("n0call.radio", "/api/v1/status", &[]).await.status,
+        404
+    );
     n.daemon.shutdown().await.unwrap();
 }
 
@@ -153,8 +269,21 @@ async fn hostile_and_malformed_requests_get_clean_4xx() {
     n.publish("/ok", b"ok").await;
     std::fs::write(n.dir.path().join("outside.txt"), b"must never be served").unwrap();
 
-    for path in ["/../outside.txt", "/%2e%2e/outside.txt", "/a/%2E%2E/%2E%2E/outside.txt", "/ok%2f..%2foutside.txt", "/%zz", "/%ff", "/a%00b"] {
-        let r = raw(n.addr, format!("GET {path} HTTP/1.1\r\nHost: n0call.radio\r\nConnection: close\r\n\r\n").as_bytes()).await;
+    for path in [
+        "/../outside.txt",
+        "/%2e%2e/outside.txt",
+        "/a/%2E%2E/%2E%2E/outside.txt",
+        "/ok%2f..%2foutside.txt",
+        "/%zz",
+        "/%ff",
+        "/a%00b",
+    ] {
+        let r = raw(
+            n.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: n0call.radio\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
         assert!(r.starts_with("HTTP/1.1 400"), "{path}: {r}");
         assert!(!r.contains("must never be served"));
     }
@@ -163,7 +292,11 @@ async fn hostile_and_malformed_requests_get_clean_4xx() {
 
     // oversized headers: 431, not a crash
     let huge = "x".repeat(40_000);
-    let r = raw(n.addr, format!("GET /ok HTTP/1.1\r\nHost: n0call.radio\r\nX-Big: {huge}\r\n\r\n").as_bytes()).await;
+    let r = raw(
+        n.addr,
+        format!("GET /ok HTTP/1.1\r\nHost: n0call.radio\r\nX-Big: {huge}\r\n\r\n").as_bytes(),
+    )
+    .await;
     assert!(r.starts_with("HTTP/1.1 431"), "{}", &r[..r.len().min(200)]);
     // garbage request line
     let r = raw(n.addr, b"\x00\x01garbage\r\n\r\n").await;
@@ -172,9 +305,16 @@ async fn hostile_and_malformed_requests_get_clean_4xx() {
     // mutations are not open on the public port
     let r = raw(n.addr, b"PUT /api/v1/content?path=/evil HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nConnection: close\r\n\r\nevil").await;
     assert!(r.starts_with("HTTP/1.1 405"), "{r}");
-    let r = raw(n.addr, b"DELETE /n0call.radio/ok HTTP/1.1\r\nHost: n0call.radio\r\nConnection: close\r\n\r\n").await;
+    let r = raw(
+        n.addr,
+        b"DELETE /n0call.radio/ok HTTP/1.1\r\nHost: n0call.radio\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(r.starts_with("HTTP/1.1 405"), "{r}");
-    assert_eq!(n.get("127.0.0.1", "/api/v1/status", &[]).await.json()["store"]["entries"], 1);
+    assert_eq!(
+        n.get("127.0.0.1", "/api/v1/status", &[]).await.json()["store"]["entries"],
+        1
+    );
     // and the node still serves
     assert_eq!(n.get("n0call.radio", "/ok", &[]).await.body, "ok");
     n.daemon.shutdown().await.unwrap();
@@ -184,19 +324,63 @@ async fn hostile_and_malformed_requests_get_clean_4xx() {
 async fn bad_publish_arguments_are_refused_and_nothing_is_written() {
     let n = TestNode::start("").await;
     for (opts, want) in [
-        (PublishOptions { path: "/../x".into(), ..Default::default() }, "'..'"),
-        (PublishOptions { path: "x".into(), ..Default::default() }, "must start with '/'"),
-        (PublishOptions { path: "/x".into(), priority: Some("9".into()), ..Default::default() }, "invalid priority"),
-        (PublishOptions { path: "/x".into(), access: Some("secret".into()), ..Default::default() }, "invalid access"),
-        (PublishOptions { path: "/x".into(), tags: vec!["has space".into()], ..Default::default() }, "invalid tag"),
+        (
+            PublishOptions {
+                path: "/../x".into(),
+                ..Default::default()
+            },
+            "'..'",
+        ),
+        (
+            PublishOptions {
+                path: "x".into(),
+                ..Default::default()
+            },
+            "must start with '/'",
+        ),
+        (
+            PublishOptions {
+                path: "/x".into(),
+                priority: Some("9".into()),
+                ..Default::default()
+            },
+            "invalid priority",
+        ),
+        (
+            PublishOptions {
+                path: "/x".into(),
+                access: Some("secret".into()),
+                ..Default::default()
+            },
+            "invalid access",
+        ),
+        (
+            PublishOptions {
+                path: "/x".into(),
+                tags: vec!["has space".into()],
+                ..Default::default()
+            },
+            "invalid tag",
+        ),
     ] {
         match n.ctl.publish_bytes(&b"data"[..], &opts).await {
-            Err(ClientError::Api { status: 400, message }) => assert!(message.contains(want), "{message}"),
+            Err(ClientError::Api {
+                status: 400,
+                message,
+            }) => assert!(message.contains(want), "{message}"),
             other => panic!("{opts:?}: {other:?}"),
         }
     }
-    assert_eq!(n.ctl.get("/api/v1/status").await.unwrap()["store"]["entries"], 0);
-    assert_eq!(std::fs::read_dir(n.state_dir().join("blobs/tmp")).unwrap().count(), 0);
+    assert_eq!(
+        n.ctl.get("/api/v1/status").await.unwrap()["store"]["entries"],
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(n.state_dir().join("blobs/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
     n.daemon.shutdown().await.unwrap();
 }
 
@@ -207,17 +391,50 @@ async fn versions_rise_and_remove_pin_work() {
     assert_eq!(n.publish("/v", b"two").await["version"], 2);
     assert_eq!(n.get("n0call.radio", "/v", &[]).await.body, "two");
     // the old blob is gone from disk once nothing names it
-    let blobs = |n: &TestNode| meshnode::cache::blobs::BlobDir::open(&n.state_dir()).unwrap().list().unwrap().len();
+    let blobs = |n: &TestNode| {
+        meshnode::cache::blobs::BlobDir::open(&n.state_dir())
+            .unwrap()
+            .list()
+            .unwrap()
+            .len()
+    };
     assert_eq!(blobs(&n), 1);
-    let pinned = n.ctl.with_url(hyper::Method::POST, "/api/v1/content/pin", "http://n0call.radio/v", &[]).await.unwrap();
+    let pinned = n
+        .ctl
+        .with_url(
+            hyper::Method::POST,
+            "/api/v1/content/pin",
+            "http://n0call.radio/v",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(pinned["pinned"], true);
-    let rm = n.ctl.with_url(hyper::Method::DELETE, "/api/v1/content", "http://n0call.radio/v", &[]).await.unwrap();
+    let rm = n
+        .ctl
+        .with_url(
+            hyper::Method::DELETE,
+            "/api/v1/content",
+            "http://n0call.radio/v",
+            &[],
+        )
+        .await
+        .unwrap();
     assert_eq!(rm["url"], "http://n0call.radio/v");
     assert_eq!(n.get("n0call.radio", "/v", &[]).await.status, 404);
     assert_eq!(blobs(&n), 0);
     // re-published after removal: the version keeps rising
     assert_eq!(n.publish("/v", b"three").await["version"], 3);
-    match n.ctl.with_url(hyper::Method::DELETE, "/api/v1/content", "http://n0call.radio/nope", &[]).await {
+    match n
+        .ctl
+        .with_url(
+            hyper::Method::DELETE,
+            "/api/v1/content",
+            "http://n0call.radio/nope",
+            &[],
+        )
+        .await
+    {
         Err(ClientError::Api { status: 404, .. }) => {}
         other => panic!("{other:?}"),
     }
@@ -236,7 +453,10 @@ async fn catalog_and_identity_survive_a_restart() {
     let r = n.get("n0call.radio", "/keep.bin", &[]).await;
     assert_eq!(r.body, body);
     let cat = n.ctl.get("/api/v1/catalog").await.unwrap();
-    assert_eq!(cat["entries"][0]["access_count"], 2, "the read before the restart was persisted on close");
+    assert_eq!(
+        cat["entries"][0]["access_count"], 2,
+        "the read before the restart was persisted on close"
+    );
     n.daemon.shutdown().await.unwrap();
 }
 
@@ -246,7 +466,8 @@ async fn in_flight_download_finishes_during_shutdown() {
     let body = data(CHUNK_SIZE as usize * 40, 4); // 10 MiB
     n.publish("/large", &body).await;
     let addr = n.addr;
-    let download = tokio::spawn(async move { http(addr, "GET", "n0call.radio", "/large", &[]).await });
+    let download =
+        tokio::spawn(async move { http(addr, "GET", "n0call.radio", "/large", &[]).await });
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     n.daemon.shutdown().await.unwrap();
     let r = download.await.unwrap();

@@ -12,7 +12,9 @@ use meshnode::node::{Callsign, NodeId};
 use meshnode::store::PublishMeta;
 
 fn blob_path(n: &TestNode, hash: &str) -> std::path::PathBuf {
-    BlobDir::open(&n.state_dir()).unwrap().path(&ContentHash::from_hex(hash).unwrap())
+    BlobDir::open(&n.state_dir())
+        .unwrap()
+        .path(&ContentHash::from_hex(hash).unwrap())
 }
 
 #[tokio::test]
@@ -27,7 +29,12 @@ async fn corrupt_small_blob_is_detected_on_read_and_never_served() {
     assert!(!r.text().contains("evil"));
     // quarantined: moved away, listed as such, still never served
     assert!(!p.exists());
-    assert!(n.state_dir().join("quarantine").join(e["hash"].as_str().unwrap()).exists());
+    assert!(
+        n.state_dir()
+            .join("quarantine")
+            .join(e["hash"].as_str().unwrap())
+            .exists()
+    );
     let st = n.ctl.get("/api/v1/status").await.unwrap();
     assert_eq!(st["store"]["quarantined"], 1);
     assert_eq!(st["store"]["used_bytes"], 0);
@@ -36,7 +43,10 @@ async fn corrupt_small_blob_is_detected_on_read_and_never_served() {
     assert!(m.contains("meshnode_integrity_failures_total 1"), "{m}");
     // publishing good bytes again repairs it
     n.publish("/page.html", b"<p>good</p>").await;
-    assert_eq!(n.get("n0call.radio", "/page.html", &[]).await.body, "<p>good</p>");
+    assert_eq!(
+        n.get("n0call.radio", "/page.html", &[]).await.body,
+        "<p>good</p>"
+    );
     n.daemon.shutdown().await.unwrap();
 }
 
@@ -52,12 +62,28 @@ async fn corrupt_chunk_in_a_large_file_cuts_the_response_before_the_bad_bytes() 
     std::fs::write(&p, &disk).unwrap();
 
     let r = n.get("n0call.radio", "/big.bin", &[]).await;
-    assert_eq!(r.status, 200, "headers go out before the bad chunk is reached");
-    assert!(r.body_error.is_some(), "the body must end in an error, not look complete");
-    assert_eq!(r.body.len(), CHUNK_SIZE as usize * 2, "exactly the two good chunks arrived");
+    assert_eq!(
+        r.status, 200,
+        "headers go out before the bad chunk is reached"
+    );
+    assert!(
+        r.body_error.is_some(),
+        "the body must end in an error, not look complete"
+    );
+    assert_eq!(
+        r.body.len(),
+        CHUNK_SIZE as usize * 2,
+        "exactly the two good chunks arrived"
+    );
     assert_eq!(r.body, body[..CHUNK_SIZE as usize * 2]);
     // a range inside the bad chunk: nothing of it is sent
-    let r = n.get("n0call.radio", "/big.bin", &[("range", &format!("bytes={bad_at}-{}", bad_at + 10))]).await;
+    let r = n
+        .get(
+            "n0call.radio",
+            "/big.bin",
+            &[("range", &format!("bytes={bad_at}-{}", bad_at + 10))],
+        )
+        .await;
     assert!(r.status == 503 || r.body.is_empty(), "{:?}", r.status);
     // quarantine happens asynchronously after the failed read
     for _ in 0..100 {
@@ -74,24 +100,48 @@ async fn corrupt_chunk_in_a_large_file_cuts_the_response_before_the_bad_bytes() 
 async fn scrub_finds_corruption_that_nobody_read() {
     let n = TestNode::start("").await;
     let good = n.publish("/good", b"fine").await;
-    let bad = n.publish("/rotten", &data(CHUNK_SIZE as usize + 5, 6)).await;
+    let bad = n
+        .publish("/rotten", &data(CHUNK_SIZE as usize + 5, 6))
+        .await;
     let p = blob_path(&n, bad["hash"].as_str().unwrap());
     let mut disk = std::fs::read(&p).unwrap();
     disk.truncate(disk.len() - 1);
     std::fs::write(&p, &disk).unwrap();
 
-    match n.ctl.call(hyper::Method::POST, "/api/v1/content/verify", meshnode::api::full("")).await {
+    match n
+        .ctl
+        .call(
+            hyper::Method::POST,
+            "/api/v1/content/verify",
+            meshnode::api::full(""),
+        )
+        .await
+    {
         Ok(v) => {
             assert_eq!(v["checked"], 2);
-            assert_eq!(v["quarantined"], serde_json::json!(["http://n0call.radio/rotten"]));
+            assert_eq!(
+                v["quarantined"],
+                serde_json::json!(["http://n0call.radio/rotten"])
+            );
         }
         Err(e) => panic!("{e}"),
     }
     assert_eq!(n.get("n0call.radio", "/rotten", &[]).await.status, 503);
     assert_eq!(n.get("n0call.radio", "/good", &[]).await.body, "fine");
-    let again = n.ctl.call(hyper::Method::POST, "/api/v1/content/verify", meshnode::api::full("")).await.unwrap();
+    let again = n
+        .ctl
+        .call(
+            hyper::Method::POST,
+            "/api/v1/content/verify",
+            meshnode::api::full(""),
+        )
+        .await
+        .unwrap();
     assert_eq!(again["checked"], 1);
-    assert_eq!(again["already_quarantined"], serde_json::json!(["http://n0call.radio/rotten"]));
+    assert_eq!(
+        again["already_quarantined"],
+        serde_json::json!(["http://n0call.radio/rotten"])
+    );
     assert!(good["hash"].is_string());
     n.daemon.shutdown().await.unwrap();
 }
@@ -101,21 +151,62 @@ async fn publish_that_cannot_fit_gets_507_and_writes_nothing() {
     let n = TestNode::start("[store]\nmax_bytes = \"64KiB\"\n").await;
     n.publish("/a", &data(40_000, 1)).await;
     // own content is never evicted, so 30 KB more cannot fit
-    let before = std::fs::read_dir(n.state_dir().join("blobs")).unwrap().count();
-    match n.ctl.publish_bytes(data(30_000, 2), &PublishOptions { path: "/b".into(), ..Default::default() }).await {
-        Err(ClientError::Api { status: 507, message }) => assert!(message.contains("not enough storage"), "{message}"),
+    let before = std::fs::read_dir(n.state_dir().join("blobs"))
+        .unwrap()
+        .count();
+    match n
+        .ctl
+        .publish_bytes(
+            data(30_000, 2),
+            &PublishOptions {
+                path: "/b".into(),
+                ..Default::default()
+            },
+        )
+        .await
+    {
+        Err(ClientError::Api {
+            status: 507,
+            message,
+        }) => assert!(message.contains("not enough storage"), "{message}"),
         other => panic!("{other:?}"),
     }
     // larger than the whole quota: refused before reading the body
-    match n.ctl.publish_bytes(data(70_000, 3), &PublishOptions { path: "/c".into(), ..Default::default() }).await {
-        Err(ClientError::Api { status: 507, message }) => assert!(message.contains("exceed the whole store quota"), "{message}"),
+    match n
+        .ctl
+        .publish_bytes(
+            data(70_000, 3),
+            &PublishOptions {
+                path: "/c".into(),
+                ..Default::default()
+            },
+        )
+        .await
+    {
+        Err(ClientError::Api {
+            status: 507,
+            message,
+        }) => assert!(
+            message.contains("exceed the whole store quota"),
+            "{message}"
+        ),
         other => panic!("{other:?}"),
     }
     let st = n.ctl.get("/api/v1/status").await.unwrap();
     assert_eq!(st["store"]["entries"], 1);
     assert_eq!(st["store"]["used_bytes"], 40_000);
-    assert_eq!(std::fs::read_dir(n.state_dir().join("blobs/tmp")).unwrap().count(), 0);
-    assert_eq!(std::fs::read_dir(n.state_dir().join("blobs")).unwrap().count(), before);
+    assert_eq!(
+        std::fs::read_dir(n.state_dir().join("blobs/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(n.state_dir().join("blobs"))
+            .unwrap()
+            .count(),
+        before
+    );
     assert_eq!(n.get("n0call.radio", "/b", &[]).await.status, 404);
     n.daemon.shutdown().await.unwrap();
 }
@@ -125,7 +216,9 @@ async fn publish_that_cannot_fit_gets_507_and_writes_nothing() {
 async fn insert_foreign(n: &TestNode, path: &str, size: usize, priority: Priority, pinned: bool) {
     let store = n.daemon.store();
     let mut w = store.blobs().begin().unwrap();
-    let seed = path.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+    let seed = path
+        .bytes()
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
     w.write(&data(size, seed)).unwrap();
     let blob = w.finish().unwrap();
     let meta = PublishMeta {
@@ -156,16 +249,37 @@ async fn eviction_takes_the_least_popular_and_spares_essential_pinned_and_own() 
     // 80 KB used; 30 KB more needs one eviction: the less read one
     n.publish("/mine", &data(30_000, 8)).await;
     let cat = n.ctl.get("/api/v1/catalog").await.unwrap();
-    let urls: Vec<&str> = cat["entries"].as_array().unwrap().iter().map(|e| e["url"].as_str().unwrap()).collect();
-    assert_eq!(urls, ["http://n0call.radio/mine", "http://w1aw.radio/essential", "http://w1aw.radio/pinned", "http://w1aw.radio/popular"]);
-    assert_eq!(n.ctl.get("/api/v1/status").await.unwrap()["store"]["used_bytes"], 90_000);
+    let urls: Vec<&str> = cat["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "http://n0call.radio/mine",
+            "http://w1aw.radio/essential",
+            "http://w1aw.radio/pinned",
+            "http://w1aw.radio/popular"
+        ]
+    );
+    assert_eq!(
+        n.ctl.get("/api/v1/status").await.unwrap()["store"]["used_bytes"],
+        90_000
+    );
 
     // a smaller quota on reload evicts what no longer fits, protected items stay
-    let cfg = std::fs::read_to_string(&n.config_path).unwrap().replace("100KB", "60KB");
+    let cfg = std::fs::read_to_string(&n.config_path)
+        .unwrap()
+        .replace("100KB", "60KB");
     std::fs::write(&n.config_path, cfg).unwrap();
     let out = n.daemon.reload_handle().reload().await.unwrap();
     assert_eq!(out.evicted, vec!["http://w1aw.radio/popular".to_string()]);
-    assert_eq!(n.ctl.get("/api/v1/status").await.unwrap()["store"]["max_bytes"], 60_000);
+    assert_eq!(
+        n.ctl.get("/api/v1/status").await.unwrap()["store"]["max_bytes"],
+        60_000
+    );
     n.daemon.shutdown().await.unwrap();
 }
 
@@ -175,20 +289,60 @@ async fn reload_applies_valid_changes_and_refuses_a_broken_file() {
     let path = n.config_path.clone();
     let good = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, format!("{good}[store]\nmax_bytes = \"1GiB\"\n")).unwrap();
-    let out = n.ctl.call(hyper::Method::POST, "/api/v1/reload", meshnode::api::full("")).await.unwrap();
-    assert_eq!(out["applied"], serde_json::json!(["store.max_bytes = 1GiB"]));
-    assert_eq!(n.ctl.get("/api/v1/status").await.unwrap()["store"]["max_bytes"], 1u64 << 30);
+    let out = n
+        .ctl
+        .call(
+            hyper::Method::POST,
+            "/api/v1/reload",
+            meshnode::api::full(""),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out["applied"],
+        serde_json::json!(["store.max_bytes = 1GiB"])
+    );
+    assert_eq!(
+        n.ctl.get("/api/v1/status").await.unwrap()["store"]["max_bytes"],
+        1u64 << 30
+    );
 
     std::fs::write(&path, format!("{good}[store]\nmax_bytes = \"lots\"\n")).unwrap();
-    match n.ctl.call(hyper::Method::POST, "/api/v1/reload", meshnode::api::full("")).await {
-        Err(ClientError::Api { status: 422, message }) => assert!(message.contains("meshnode.toml:9:13"), "{message}"),
+    match n
+        .ctl
+        .call(
+            hyper::Method::POST,
+            "/api/v1/reload",
+            meshnode::api::full(""),
+        )
+        .await
+    {
+        Err(ClientError::Api {
+            status: 422,
+            message,
+        }) => assert!(message.contains("meshnode.toml:9:13"), "{message}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(n.ctl.get("/api/v1/status").await.unwrap()["store"]["max_bytes"], 1u64 << 30, "old config stays");
+    assert_eq!(
+        n.ctl.get("/api/v1/status").await.unwrap()["store"]["max_bytes"],
+        1u64 << 30,
+        "old config stays"
+    );
 
     std::fs::write(&path, good.replace("label = \"test\"", "label = \"other\"")).unwrap();
-    let out = n.ctl.call(hyper::Method::POST, "/api/v1/reload", meshnode::api::full("")).await.unwrap();
+    let out = n
+        .ctl
+        .call(
+            hyper::Method::POST,
+            "/api/v1/reload",
+            meshnode::api::full(""),
+        )
+        .await
+        .unwrap();
     assert_eq!(out["restart_required"], serde_json::json!(["node.label"]));
-    assert_eq!(out["applied"], serde_json::json!(["store.max_bytes = 2GiB"]));
+    assert_eq!(
+        out["applied"],
+        serde_json::json!(["store.max_bytes = 2GiB"])
+    );
     n.daemon.shutdown().await.unwrap();
 }

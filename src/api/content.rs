@@ -128,14 +128,14 @@ async fn serve_entry(
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CACHE_CONTROL, "no-cache")
         .header("x-meshnode-version", f.version);
-    if let Some(inm) = h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        if etag_matches(inm, &etag) {
-            live.record_hit();
-            return resp
-                .status(StatusCode::NOT_MODIFIED)
-                .body(full(""))
-                .expect("valid response");
-        }
+    if let Some(inm) = h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
+        && etag_matches(inm, &etag)
+    {
+        live.record_hit();
+        return resp
+            .status(StatusCode::NOT_MODIFIED)
+            .body(full(""))
+            .expect("valid response");
     }
     let if_range_ok = h
         .get(header::IF_RANGE)

@@ -151,10 +151,9 @@ async fn ingest(app: &App, req: Request<Incoming>) -> Result<Ingested, ApiError>
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
+        && n > limit
     {
-        if n > limit {
-            return Err(too_big(n));
-        }
+        return Err(too_big(n));
     }
     let writer = app.store.blobs().begin().map_err(io_err)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(INGEST_QUEUE);

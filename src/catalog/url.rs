@@ -186,7 +186,10 @@ mod tests {
             "/a/b/index.html"
         );
         assert_eq!(ContentUrl::new(cs(), "/%7Euser").unwrap().path(), "/~user");
-        assert_eq!(ContentUrl::new(cs(), "/caf%C3%A9").unwrap().path(), "/caf%C3%A9");
+        assert_eq!(
+            ContentUrl::new(cs(), "/caf%C3%A9").unwrap().path(),
+            "/caf%C3%A9"
+        );
         assert_eq!(ContentUrl::new(cs(), "/café").unwrap().path(), "/caf%C3%A9"); // raw UTF-8 from a user: same key
         assert_eq!(ContentUrl::new(cs(), "/100%25").unwrap().path(), "/100%25");
     }

@@ -313,6 +313,18 @@ mod tests {
         assert!(e.contains("missing.toml: cannot read"), "{e}");
     }
 
+    /// The annotated example documents every key with its default value, so
+    /// it must parse and agree with the code's defaults.
+    #[test]
+    fn shipped_example_parses_and_shows_the_defaults() {
+        let text = include_str!("../../etc/meshnode.toml");
+        let c = parse(text, "etc/meshnode.toml").unwrap();
+        assert_eq!(c.node.callsign.as_str(), "N0CALL");
+        assert_eq!(c.node.state_dir, default_state_dir());
+        assert_eq!(c.http, HttpConfig::default());
+        assert_eq!(c.store, StoreConfig::default());
+    }
+
     #[test]
     fn restart_required_lists_only_changed_fixed_keys() {
         let a = parse("[node]\ncallsign = \"N0CALL\"\n", "t").unwrap();

@@ -620,19 +620,18 @@ impl Actor {
             let freed = delete_unreferenced_blobs(&tx, maybe_free)?;
             Ok((entry, freed))
         })();
-        let (entry, freed) = match result
-            .and_then(|r| tx.commit().map(|_| r).map_err(StoreError::from))
-        {
-            Ok(r) => r,
-            Err(e) => {
-                if existing.is_none() {
-                    if let Err(rm) = self.blobs.remove(&blob.hash) {
+        let (entry, freed) =
+            match result.and_then(|r| tx.commit().map(|_| r).map_err(StoreError::from)) {
+                Ok(r) => r,
+                Err(e) => {
+                    if existing.is_none()
+                        && let Err(rm) = self.blobs.remove(&blob.hash)
+                    {
                         tracing::warn!(error = %rm, "could not remove blob of a failed publish");
                     }
+                    return Err(e);
                 }
-                return Err(e);
-            }
-        };
+            };
         self.blobs_meta.insert(
             blob.hash,
             BlobMeta {

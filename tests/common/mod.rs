@@ -45,10 +45,24 @@ impl TestNode {
             std::fs::write(&config_path, test_config(dir.path(), extra)).unwrap();
         }
         let cfg: Config = config::load(&config_path).unwrap();
-        let daemon = Daemon::start(cfg, Source { path: Some(config_path.clone()), state_dir_override: None }).await.unwrap();
+        let daemon = Daemon::start(
+            cfg,
+            Source {
+                path: Some(config_path.clone()),
+                state_dir_override: None,
+            },
+        )
+        .await
+        .unwrap();
         let addr = daemon.local_addrs()[0];
         let ctl = ControlClient::new(daemon.control_socket());
-        TestNode { dir, daemon, addr, ctl, config_path }
+        TestNode {
+            dir,
+            daemon,
+            addr,
+            ctl,
+            config_path,
+        }
     }
 
     /// Stops the daemon and starts a new one on the same state.
@@ -63,11 +77,21 @@ impl TestNode {
     }
 
     pub async fn publish(&self, path: &str, data: &[u8]) -> serde_json::Value {
-        self.publish_with(data, PublishOptions { path: path.into(), ..Default::default() }).await
+        self.publish_with(
+            data,
+            PublishOptions {
+                path: path.into(),
+                ..Default::default()
+            },
+        )
+        .await
     }
 
     pub async fn publish_with(&self, data: &[u8], opts: PublishOptions) -> serde_json::Value {
-        self.ctl.publish_bytes(Bytes::copy_from_slice(data), &opts).await.unwrap()
+        self.ctl
+            .publish_bytes(Bytes::copy_from_slice(data), &opts)
+            .await
+            .unwrap()
     }
 
     /// GET on the public port with the given Host and extra headers.
@@ -87,10 +111,14 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("")
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -98,15 +126,29 @@ impl Resp {
 }
 
 /// One HTTP/1.1 request through hyper's client on a fresh connection.
-pub async fn http(addr: SocketAddr, method: &str, host: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Resp {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let mut req = Request::builder().method(method).uri(path).header("host", host);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
+    let resp = sender
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
     let (parts, mut body) = resp.into_parts();
     let mut buf = Vec::new();
     let mut body_error = None;
@@ -123,7 +165,12 @@ pub async fn http(addr: SocketAddr, method: &str, host: &str, path: &str, header
             }
         }
     }
-    Resp { status: parts.status, headers: parts.headers, body: Bytes::from(buf), body_error }
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body: Bytes::from(buf),
+        body_error,
+    }
 }
 
 /// Sends raw bytes and returns the raw answer (for requests a proper client refuses to send).
@@ -137,7 +184,10 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
 
 /// Deterministic pseudo-random bytes.
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;
@@ -169,10 +219,21 @@ impl Proc {
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
-            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
             .spawn()
             .unwrap();
-        let p = Proc { child, config, socket: dir.join("control.sock"), log };
+        let p = Proc {
+            child,
+            config,
+            socket: dir.join("control.sock"),
+            log,
+        };
         p.wait_ready().await;
         p
     }
@@ -181,7 +242,11 @@ impl Proc {
         let ctl = ControlClient::new(&self.socket);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while ctl.get("/api/v1/status").await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "daemon did not come up; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "daemon did not come up; log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -191,7 +256,12 @@ impl Proc {
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status().unwrap().success();
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "kill -{sig} failed");
     }
 
@@ -202,7 +272,10 @@ impl Proc {
             if let Some(st) = self.child.try_wait().unwrap() {
                 return st.code();
             }
-            assert!(std::time::Instant::now() < deadline, "daemon did not exit in time");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "daemon did not exit in time"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }

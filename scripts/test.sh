@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine with Rust (rustup) installed.
+#
+#   ./scripts/test.sh
+#
+# As root it first installs the Debian packages the tests use. Then it builds
+# once, checks formatting and lints, and runs every test: unit, in-process
+# daemon, crash and CLI tests in parallel (cargo-nextest when present), the
+# heavy real-time ones one after another (nextest test group "serial").
+# Tests that need what this machine lacks print "SKIP <test>: <reason>".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# What the tests use from Debian: systemd-analyze (unit check), and the tools
+# of the later subsystems' tests as they land.
+APT_PACKAGES=(systemd iproute2 curl ca-certificates)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    missing=()
+    for p in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        step "installing Debian packages: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+else
+    echo "not root: not installing Debian packages; tests needing them skip with a reason"
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo not found: install Rust with rustup (https://rustup.rs), version 1.89 or newer" >&2
+    exit 1
+fi
+
+step "format and lints"
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+
+step "build (once)"
+cargo build --locked --all-targets
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    # nextest does not run doctests; run them first so its summary closes the log
+    cargo test --locked --doc -q
+    cargo nextest run --locked --no-fail-fast
+else
+    echo "cargo-nextest not installed: using cargo test"
+    cargo test --locked --no-fail-fast
+fi
