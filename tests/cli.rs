@@ -226,6 +226,26 @@ async fn meshctl_publish_get_ls_pin_rm_verify_reload_and_signals() {
         stderr(&o)
     );
 
+    // an unprivileged user is refused (socket mode 0660 in a private folder)
+    if nix_is_root() && Command::new("setpriv").arg("--version").output().is_ok() {
+        let o = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                env!("CARGO_BIN_EXE_meshctl"),
+                "--socket",
+            ])
+            .arg(&sock)
+            .arg("status")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
+        assert!(stderr(&o).contains("permission denied"), "{}", stderr(&o));
+    } else {
+        eprintln!("SKIP permission-denied check: needs root and setpriv");
+    }
+
     let o = meshctl(&sock, &["content", "rm", "/news/today.html"]);
     assert_eq!(stdout(&o), "removed http://n0call.radio/news/today.html\n");
 
@@ -236,4 +256,8 @@ async fn meshctl_publish_get_ls_pin_rm_verify_reload_and_signals() {
     let log = std::fs::read_to_string(&d.log).unwrap();
     assert!(log.contains("store closed"), "{log}");
     assert!(!log.contains('\x1b'), "no colour codes in a log file");
+}
+
+fn nix_is_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }

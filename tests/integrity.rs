@@ -346,3 +346,24 @@ async fn reload_applies_valid_changes_and_refuses_a_broken_file() {
     );
     n.daemon.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn periodic_scrub_quarantines_without_any_request() {
+    let n = TestNode::start("[store]\nscrub_interval = \"100ms\"\n").await;
+    let e = n.publish("/quiet", b"nobody reads me").await;
+    std::fs::write(
+        blob_path(&n, e["hash"].as_str().unwrap()),
+        b"nobody reads mE",
+    )
+    .unwrap();
+    let mut quarantined = serde_json::Value::Null;
+    for _ in 0..100 {
+        quarantined = n.ctl.get("/api/v1/status").await.unwrap()["store"]["quarantined"].clone();
+        if quarantined == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(quarantined, 1, "the background scrub found it");
+    n.daemon.shutdown().await.unwrap();
+}
