@@ -29,9 +29,12 @@ use crate::identity::Identity;
 use crate::store::{self, StoreHandle};
 use crate::telemetry;
 
-/// Time in-flight requests get to finish on shutdown; below systemd's
-/// `TimeoutStopSec` (15 s in our unit) and procd's `term_timeout` (10 s).
+/// Time in-flight requests get to finish on shutdown.
 pub const GRACE: Duration = Duration::from_secs(8);
+/// Time background tasks (a running scrub, timers) then get to stop. With
+/// [`GRACE`] and the store close this stays below systemd's `TimeoutStopSec`
+/// (15 s in our unit) and procd's `term_timeout` (15 s in our init script).
+pub const TASK_GRACE: Duration = Duration::from_secs(3);
 /// How often read counts are written to SQLite.
 const HIT_FLUSH_INTERVAL: Duration = Duration::from_secs(60);
 /// Reload requests queued to the supervisor.
@@ -272,34 +275,7 @@ async fn supervise(
             Err(e) => Err(e.to_string()),
             Ok(new) => {
                 let new = new.unwrap_or_else(|| current.clone());
-                let mut applied = Vec::new();
-                let mut evicted = Vec::new();
-                let mut restart_required = current.restart_required(&new);
-                if new.store.max_bytes != current.store.max_bytes {
-                    match store.set_max_bytes(new.store.max_bytes.0).await {
-                        Ok(ev) => evicted = ev,
-                        Err(e) => tracing::error!(error = %e, "applying store.max_bytes failed"),
-                    }
-                    applied.push(format!("store.max_bytes = {}", new.store.max_bytes));
-                }
-                if new.store.scrub_interval != current.store.scrub_interval {
-                    if scrub.send(new.store.scrub_interval.0).is_err() {
-                        tracing::warn!("scrub task has stopped; store.scrub_interval not applied");
-                    }
-                    applied.push(format!(
-                        "store.scrub_interval = {:?}",
-                        new.store.scrub_interval.0
-                    ));
-                }
-                if new.store.memory_cache != current.store.memory_cache {
-                    restart_required.push("store.memory_cache");
-                }
-                current = new;
-                Ok(ReloadOutcome {
-                    applied,
-                    restart_required,
-                    evicted,
-                })
+                apply(&mut current, new, &store, &scrub).await
             }
         };
         if let Err(e) = &outcome {
@@ -311,6 +287,45 @@ async fn supervise(
     }
 }
 
+/// Applies what can change live from `new` to the running `current`. Keys
+/// that need a restart keep their running values in `current`, so every later
+/// reload still names them until the restart happens.
+async fn apply(
+    current: &mut Config,
+    new: Config,
+    store: &StoreHandle,
+    scrub: &watch::Sender<Duration>,
+) -> Result<ReloadOutcome, String> {
+    let mut out = ReloadOutcome {
+        applied: Vec::new(),
+        restart_required: current.restart_required(&new),
+        evicted: Vec::new(),
+    };
+    if new.store.memory_cache != current.store.memory_cache {
+        out.restart_required.push("store.memory_cache");
+    }
+    if new.store.max_bytes != current.store.max_bytes {
+        out.evicted = store
+            .set_max_bytes(new.store.max_bytes.0)
+            .await
+            .map_err(|e| format!("applying store.max_bytes failed: {e}"))?;
+        current.store.max_bytes = new.store.max_bytes;
+        out.applied
+            .push(format!("store.max_bytes = {}", new.store.max_bytes));
+    }
+    if new.store.scrub_interval != current.store.scrub_interval {
+        scrub
+            .send(new.store.scrub_interval.0)
+            .map_err(|_| "the scrub task has stopped".to_string())?;
+        current.store.scrub_interval = new.store.scrub_interval;
+        out.applied.push(format!(
+            "store.scrub_interval = {:?}",
+            new.store.scrub_interval.0
+        ));
+    }
+    Ok(out)
+}
+
 async fn scrub_loop(
     reader: ContentReader,
     mut every: watch::Receiver<Duration>,
@@ -318,12 +333,18 @@ async fn scrub_loop(
 ) {
     loop {
         let wait = *every.borrow_and_update();
+        let tick = async {
+            if wait.is_zero() {
+                std::future::pending::<()>().await // store.scrub_interval = "0s": scrub off
+            }
+            tokio::time::sleep(wait).await
+        };
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = every.changed() => continue,
-            _ = tokio::time::sleep(wait) => {
-                let r = reader.scrub().await;
-                tracing::info!(checked = r.checked, bytes = r.bytes, quarantined = r.quarantined.len(), "scrub finished");
+            _ = tick => {
+                let r = reader.scrub(&cancel).await;
+                tracing::info!(checked = r.checked, bytes = r.bytes, quarantined = r.quarantined.len(), interrupted = r.interrupted, "scrub finished");
             }
         }
     }

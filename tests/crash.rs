@@ -59,7 +59,18 @@ async fn kill_9_during_1000_publishes_loses_nothing_acknowledged() {
             }
         }));
     }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while acked.lock().unwrap().len() < KILL_AFTER {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} publishes acknowledged in 120 s",
+            acked.lock().unwrap().len()
+        );
+        assert!(
+            d.child.try_wait().unwrap().is_none(),
+            "daemon died by itself: {}",
+            std::fs::read_to_string(&d.log).unwrap_or_default()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     d.child.kill().unwrap(); // SIGKILL

@@ -103,6 +103,18 @@ async fn conditional_and_range_requests() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), 1000);
 
+    // Range applies to GET only (RFC 9110 14.2)
+    let r = http(
+        n.addr,
+        "HEAD",
+        "n0call.radio",
+        "/s.bin",
+        &[("range", "bytes=10-19")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), "1000");
+
     // a multi-chunk file: whole, and a range that spans a chunk border
     let big = data(CHUNK_SIZE as usize * 3 + 123, 3);
     n.publish("/big.bin", &big).await;
@@ -290,6 +302,27 @@ async fn hostile_and_malformed_requests_get_clean_4xx() {
     let r = raw(n.addr, b"GET /n0call.radio/../../outside.txt HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await;
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
 
+    // targets that are not a path: 400, never a crash (regression: an empty path panicked)
+    for line in [
+        "GET example.com:80 HTTP/1.1",
+        "OPTIONS * HTTP/1.1",
+        "CONNECT n0call.radio:443 HTTP/1.1",
+    ] {
+        let r = raw(
+            n.addr,
+            format!("{line}\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{line}: {r}");
+    }
+    // absolute-form: the target's authority wins over Host (RFC 9112 3.2.2)
+    let r = raw(
+        n.addr,
+        b"GET http://n0call.radio/ok HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("ok"), "{r}");
+
     // oversized headers: 431, not a crash
     let huge = "x".repeat(40_000);
     let r = raw(
@@ -460,21 +493,53 @@ async fn catalog_and_identity_survive_a_restart() {
     n.daemon.shutdown().await.unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_download_finishes_during_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let n = TestNode::start("").await;
-    let body = data(CHUNK_SIZE as usize * 40, 4); // 10 MiB
+    let body = data(CHUNK_SIZE as usize * 40, 4); // 10 MiB: far more than socket buffers
     n.publish("/large", &body).await;
     let addr = n.addr;
-    let download =
-        tokio::spawn(async move { http(addr, "GET", "n0call.radio", "/large", &[]).await });
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    n.daemon.shutdown().await.unwrap();
-    let r = download.await.unwrap();
-    assert_eq!(r.status, 200);
-    assert!(r.body_error.is_none(), "{:?}", r.body_error);
-    assert_eq!(r.body.len(), body.len());
-    assert!(r.body == body);
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /large HTTP/1.1\r\nHost: n0call.radio\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    // the response has started: we hold its first bytes and read no further yet
+    let mut got = vec![0u8; 4096];
+    s.read_exact(&mut got).await.unwrap();
+    let stop = tokio::spawn(async move { n.daemon.shutdown().await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !stop.is_finished(),
+        "shutdown must wait for the download in flight"
+    );
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    got.extend_from_slice(&rest);
+    stop.await.unwrap().unwrap();
+    let split = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(got.len() - split, body.len());
+    assert!(got[split..] == body[..]);
     // and nothing listens any more
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn a_second_daemon_on_the_same_state_is_refused_and_harms_nothing() {
+    let n = TestNode::start("").await;
+    n.publish("/x", b"still here").await;
+    let cfg = meshnode::config::load(&n.config_path).unwrap();
+    let mut other = cfg.clone();
+    other.http.control_socket = n.dir.path().join("other.sock");
+    let err = meshnode::daemon::Daemon::start(other, Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("in use by another running meshnode"),
+        "{err:#}"
+    );
+    assert_eq!(n.get("n0call.radio", "/x", &[]).await.body, "still here");
+    n.publish("/y", b"and writable").await;
+    n.daemon.shutdown().await.unwrap();
 }

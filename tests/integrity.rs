@@ -99,7 +99,7 @@ async fn corrupt_chunk_in_a_large_file_cuts_the_response_before_the_bad_bytes() 
 #[tokio::test]
 async fn scrub_finds_corruption_that_nobody_read() {
     let n = TestNode::start("").await;
-    let good = n.publish("/good", b"fine").await;
+    n.publish("/good", b"fine").await;
     let bad = n
         .publish("/rotten", &data(CHUNK_SIZE as usize + 5, 6))
         .await;
@@ -142,7 +142,6 @@ async fn scrub_finds_corruption_that_nobody_read() {
         again["already_quarantined"],
         serde_json::json!(["http://n0call.radio/rotten"])
     );
-    assert!(good["hash"].is_string());
     n.daemon.shutdown().await.unwrap();
 }
 
@@ -366,4 +365,111 @@ async fn periodic_scrub_quarantines_without_any_request() {
     }
     assert_eq!(quarantined, 1, "the background scrub found it");
     n.daemon.shutdown().await.unwrap();
+}
+
+/// Regression (review of #2): repairing one URL left other URLs with the same
+/// content quarantined, and evicting it was counted as freeing the shared blob.
+#[tokio::test]
+async fn repairing_a_shared_blob_heals_every_url_and_keeps_the_quota() {
+    let n = TestNode::start("[store]\nmax_bytes = \"100KB\"\n").await;
+    let same = data(30_000, 11);
+    let e = n.publish("/a", &same).await;
+    n.publish("/b", &same).await;
+    std::fs::write(blob_path(&n, e["hash"].as_str().unwrap()), data(30_000, 12)).unwrap();
+    assert_eq!(n.get("n0call.radio", "/a", &[]).await.status, 503);
+    assert_eq!(
+        n.ctl.get("/api/v1/status").await.unwrap()["store"]["quarantined"],
+        2
+    );
+    n.publish("/a", &same).await; // a good copy arrives
+    assert!(
+        n.get("n0call.radio", "/b", &[]).await.body == same,
+        "/b heals with /a"
+    );
+    let st = n.ctl.get("/api/v1/status").await.unwrap();
+    assert_eq!(st["store"]["quarantined"], 0);
+    assert_eq!(st["store"]["used_bytes"], 30_000);
+    // own content is never evicted: 80 KB more cannot fit, and the quota holds
+    match n
+        .ctl
+        .publish_bytes(
+            data(80_000, 13),
+            &PublishOptions {
+                path: "/c".into(),
+                ..Default::default()
+            },
+        )
+        .await
+    {
+        Err(ClientError::Api { status: 507, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        n.ctl.get("/api/v1/status").await.unwrap()["store"]["used_bytes"]
+            .as_u64()
+            .unwrap()
+            <= 100_000
+    );
+    n.daemon.shutdown().await.unwrap();
+}
+
+/// A corrupt file left in place by an interrupted quarantine (crash between
+/// its steps) is moved aside at start, and a good copy repairs it.
+#[tokio::test]
+async fn interrupted_quarantine_is_finished_at_start_and_repairable() {
+    let n = TestNode::start("").await;
+    let e = n.publish("/p", b"original").await;
+    let hash = e["hash"].as_str().unwrap().to_string();
+    let state = n.state_dir();
+    n.daemon.shutdown().await.unwrap();
+    let p = BlobDir::open(&state)
+        .unwrap()
+        .path(&ContentHash::from_hex(&hash).unwrap());
+    std::fs::write(&p, b"origiNal").unwrap();
+    let conn = rusqlite::Connection::open(state.join("meshnode.db")).unwrap();
+    conn.execute("UPDATE blobs SET quarantined = 1", [])
+        .unwrap();
+    drop(conn);
+    let n = TestNode::start_in(n.dir, "").await;
+    assert!(!p.exists(), "moved to quarantine at start");
+    assert_eq!(n.get("n0call.radio", "/p", &[]).await.status, 503);
+    n.publish("/p", b"original").await;
+    assert_eq!(n.get("n0call.radio", "/p", &[]).await.body, "original");
+    n.daemon.shutdown().await.unwrap();
+}
+
+/// Versions from an origin never go backwards (replication relies on it).
+#[tokio::test]
+async fn an_older_version_from_the_same_origin_is_refused() {
+    let n = TestNode::start("").await;
+    insert_foreign_version(&n, 5).await.unwrap();
+    let err = insert_foreign_version(&n, 4).await.unwrap_err();
+    assert!(err.to_string().contains("stale version 4"), "{err}");
+    insert_foreign_version(&n, 6).await.unwrap();
+    assert_eq!(
+        n.ctl.get("/api/v1/catalog").await.unwrap()["entries"][0]["version"],
+        6
+    );
+    n.daemon.shutdown().await.unwrap();
+}
+
+async fn insert_foreign_version(
+    n: &TestNode,
+    version: u64,
+) -> Result<meshnode::catalog::Entry, meshnode::store::StoreError> {
+    let store = n.daemon.store();
+    let mut w = store.blobs().begin().unwrap();
+    w.write(format!("v{version}").as_bytes()).unwrap();
+    let meta = PublishMeta {
+        url: ContentUrl::new(Callsign::parse("W1AW").unwrap(), "/news").unwrap(),
+        content_type: None,
+        priority: Priority::Standard,
+        access: Access::Public,
+        tags: vec![],
+        origin: NodeId([9; 32]),
+        pinned: false,
+        version: Some(version),
+        timestamp_ms: None,
+    };
+    store.publish(w.finish().unwrap(), meta).await
 }

@@ -65,5 +65,8 @@ fn systemd_unit_has_what_the_daemon_relies_on() {
         .trim_end_matches('s')
         .parse()
         .unwrap();
-    assert!(stop > meshnode::daemon::GRACE.as_secs());
+    assert!(
+        stop >= (meshnode::daemon::GRACE + meshnode::daemon::TASK_GRACE).as_secs() + 3,
+        "drain + task stop + store close must fit"
+    );
 }

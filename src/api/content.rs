@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use futures_util::stream;
+use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -13,7 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::{App, Body, Caller, full, html, json, pages, wants_json};
 use crate::cache::blobs::BlobError;
-use crate::catalog::{Access, ContentUrl, UrlError};
+use crate::catalog::{ContentUrl, UrlError};
 use crate::store::LiveEntry;
 
 /// Most entries a 404 page lists (the JSON says how many exist in all).
@@ -92,19 +92,14 @@ pub async fn serve(
         Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad content URL: {e}\n")),
     };
     let key = url.to_string();
+    // private and (for outsiders) community content: not found, not even "forbidden"
     let Some(live) = app
         .store
         .get(&key)
-        .filter(|e| e.fields().access != Access::Private || caller == Caller::Control)
+        .filter(|e| caller.may_read(e.fields().access))
     else {
         return not_found(app, caller, req, &key);
     };
-    if !caller.may_read(live.fields().access) {
-        return plain(
-            StatusCode::FORBIDDEN,
-            "this content is for the community network only\n",
-        );
-    }
     if live.fields().quarantined {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -142,7 +137,8 @@ async fn serve_entry(
         .and_then(|v| v.to_str().ok())
         .is_none_or(|v| v.trim() == etag);
     let range = match h.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        Some(r) if if_range_ok => parse_range(r, f.size),
+        // RFC 9110 §14.2: Range is defined for GET only
+        Some(r) if if_range_ok && method == Method::GET => parse_range(r, f.size),
         _ => RangeSpec::Whole,
     };
     let (status, start, end) = match range {
@@ -193,11 +189,18 @@ async fn serve_entry(
             }
         }
     } else {
-        let rx = app.reader.stream_range(live.clone(), start, end);
-        let s = stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|r| (r.map(Frame::data), rx))
-        });
-        StreamBody::new(s).boxed()
+        match app.reader.stream_range(live.clone(), start, end) {
+            Some(s) => BodyExt::boxed(StreamBody::new(s.map(|r| r.map(Frame::data)))),
+            None => {
+                let mut r = plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many large downloads at once; retry shortly\n",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+                return r;
+            }
+        }
     };
     resp.body(body).expect("valid response")
 }

@@ -65,26 +65,32 @@ pub async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body
                 &app.store.set_pinned(&need_url()?, pinned).await?,
             )
         }
-        (Method::POST, "/api/v1/content/verify") => json(StatusCode::OK, &app.reader.scrub().await),
+        (Method::POST, "/api/v1/content/verify") => json(
+            StatusCode::OK,
+            &app.reader
+                .scrub(&tokio_util::sync::CancellationToken::new())
+                .await,
+        ),
         (Method::POST, "/api/v1/reload") => match app.reload.reload().await {
             Ok(outcome) => json(StatusCode::OK, &outcome),
             Err(msg) => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, msg)),
         },
         (m, p) => {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
+            let allow = match p {
+                "/api/v1/content" => "GET, HEAD, PUT, DELETE",
+                _ => "POST",
+            };
+            return Err(ApiError::method_not_allowed(
                 format!("{m} is not allowed on {p}"),
+                allow,
             ));
         }
     };
     Ok(r)
 }
 
-async fn publish(
-    app: &App,
-    q: &[(String, String)],
-    req: Request<Incoming>,
-) -> Result<crate::catalog::Entry, ApiError> {
+/// Reads what a publish says about the content (everything but the bytes).
+fn publish_meta(app: &App, q: &[(String, String)]) -> Result<PublishMeta, ApiError> {
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let path = get("path").ok_or_else(|| {
         ApiError::bad_request("missing ?path= (the URL path to publish under, e.g. /index.html)")
@@ -120,8 +126,7 @@ async fn publish(
         ct => ct.map(String::from),
     };
     let pinned = matches!(get("pin"), Some("true" | "1"));
-    let blob = ingest(app, req).await?;
-    let meta = PublishMeta {
+    Ok(PublishMeta {
         url,
         content_type,
         priority,
@@ -131,7 +136,24 @@ async fn publish(
         pinned,
         version: None,
         timestamp_ms: None,
+    })
+}
+
+async fn publish(
+    app: &App,
+    q: &[(String, String)],
+    req: Request<Incoming>,
+) -> Result<crate::catalog::Entry, ApiError> {
+    let meta = match publish_meta(app, q) {
+        Ok(m) => m,
+        Err(e) => {
+            // read the upload before answering, so the client sees the 400
+            // instead of a broken pipe (bounded by the quota, like an upload)
+            drain(req.into_body(), app.store.stats().max_bytes).await;
+            return Err(e);
+        }
     };
+    let blob = ingest(app, req).await?;
     let entry = app.store.publish(blob, meta).await?;
     tracing::info!(url = %entry.url, size = entry.size, version = entry.version, "published");
     Ok(entry)
@@ -199,6 +221,16 @@ async fn ingest(app: &App, req: Request<Incoming>) -> Result<Ingested, ApiError>
         .await
         .map_err(|e| io_err(std::io::Error::other(e)))?
         .map_err(io_err)
+}
+
+async fn drain(mut body: Incoming, limit: u64) {
+    let mut n = 0u64;
+    while let Some(Ok(f)) = body.frame().await {
+        n += f.data_ref().map(|d| d.len() as u64).unwrap_or(0);
+        if n > limit {
+            break;
+        }
+    }
 }
 
 fn io_err(e: std::io::Error) -> ApiError {

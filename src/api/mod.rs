@@ -116,6 +116,8 @@ pub struct App {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// The `Allow` header of a 405.
+    allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -124,6 +126,7 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            allow: None,
         }
     }
 
@@ -131,8 +134,21 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    fn method_not_allowed(message: impl Into<String>, allow: &'static str) -> Self {
+        Self {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: message.into(),
+            allow: Some(allow),
+        }
+    }
+
     fn into_response(self) -> Response<Body> {
-        json(self.status, &serde_json::json!({ "error": self.message }))
+        let mut r = json(self.status, &serde_json::json!({ "error": self.message }));
+        if let Some(a) = self.allow {
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(a));
+        }
+        r
     }
 }
 
@@ -142,7 +158,8 @@ impl From<crate::store::StoreError> for ApiError {
         let status = match &e {
             E::NotFound(_) => StatusCode::NOT_FOUND,
             E::InsufficientStorage { .. } => StatusCode::INSUFFICIENT_STORAGE,
-            E::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            E::Stale { .. } => StatusCode::CONFLICT,
+            E::Closed | E::Locked(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::Db(_) | E::Io(_) => {
                 tracing::error!(error = %e, "store failure");
                 return Self::new(
@@ -175,11 +192,16 @@ impl App {
         caller: Caller,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, ApiError> {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host());
+        // RFC 9112 §3.2.2: an absolute-form target's authority wins over Host
+        let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        if !req.uri().path().starts_with('/') {
+            // authority-form (CONNECT host:port) or asterisk-form: nothing to serve
+            return Err(ApiError::bad_request("request target must be a path"));
+        }
         // `<callsign>.radio` hosts serve content and nothing else
         if let Some(cs) = host.and_then(radio_host_callsign) {
             only_get(&req)?;
@@ -382,12 +404,12 @@ fn only_get(req: &Request<Incoming>) -> Result<(), ApiError> {
     if req.method() == Method::GET || req.method() == Method::HEAD {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
+        Err(ApiError::method_not_allowed(
             format!(
                 "{} is not allowed here; the public port is read-only (mutations go through the control socket)",
                 req.method()
             ),
+            "GET, HEAD",
         ))
     }
 }

@@ -29,6 +29,9 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// Time a client gets to send its request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Open connections per public listener; beyond it, accepting waits (the
+/// kernel backlog holds newcomers) instead of exhausting descriptors.
+pub const MAX_CONNECTIONS: usize = 1024;
 
 fn builder() -> http1::Builder {
     let mut b = http1::Builder::new();
@@ -49,7 +52,12 @@ pub async fn serve_tcp(
 ) {
     let graceful = GracefulShutdown::new();
     let http = builder();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            p = slots.clone().acquire_owned() => p.expect("semaphore is never closed"),
+        };
         tokio::select! {
             _ = cancel.cancelled() => break,
             r = listener.accept() => match r {
@@ -63,6 +71,7 @@ pub async fn serve_tcp(
                         if let Err(e) = conn.await {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
+                        drop(permit);
                     });
                 }
                 Err(e) => accept_error(e).await,

@@ -46,7 +46,8 @@ pub struct BlobDir {
     quarantine: PathBuf,
 }
 
-/// A finished, fsynced, not yet committed blob in `tmp/`.
+/// A finished, fsynced, not yet committed blob in `tmp/`. Dropping it
+/// without a commit deletes the temporary file.
 #[derive(Debug)]
 pub struct Ingested {
     /// Where it sits now.
@@ -73,16 +74,25 @@ pub struct IngestWriter {
 }
 
 impl BlobDir {
-    /// Opens (creating) `<state_dir>/blobs` and clears leftovers in `tmp/`.
+    /// Opens (creating) `<state_dir>/blobs`. Non-destructive: cleaning up
+    /// after a crash is [`BlobDir::clear_tmp`], which only the store calls,
+    /// under the state-dir lock.
     pub fn open(state_dir: &Path) -> io::Result<Self> {
         let root = state_dir.join("blobs");
         let quarantine = state_dir.join("quarantine");
         fs::create_dir_all(root.join("tmp"))?;
         fs::create_dir_all(&quarantine)?;
-        for e in fs::read_dir(root.join("tmp"))? {
-            fs::remove_file(e?.path())?;
-        }
         Ok(Self { root, quarantine })
+    }
+
+    /// Deletes uploads that a previous run left unfinished in `tmp/`.
+    pub fn clear_tmp(&self) -> io::Result<usize> {
+        let mut n = 0;
+        for e in fs::read_dir(self.root.join("tmp"))? {
+            fs::remove_file(e?.path())?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Final path of a blob.
@@ -112,24 +122,22 @@ impl BlobDir {
         })
     }
 
-    /// Moves an ingested blob into place (idempotent: a blob that is already
-    /// there is kept and the new copy dropped).
-    pub fn commit(&self, b: &Ingested) -> io::Result<()> {
+    /// Moves an ingested blob into place. A healthy blob already there is
+    /// kept (same hash, same bytes) unless `replace` is set, which is how a
+    /// good upload repairs a quarantined or missing blob: rename replaces the
+    /// old file atomically.
+    pub fn commit(&self, b: &Ingested, replace: bool) -> io::Result<()> {
         let dest = self.path(&b.hash);
         let dir = dest.parent().expect("blob path has a parent");
-        if dest.exists() {
+        if !replace && dest.exists() {
             return fs::remove_file(&b.tmp);
         }
-        fs::create_dir_all(dir)?;
+        if !dir.exists() {
+            fs::create_dir_all(dir)?;
+            sync_dir(&self.root)?; // the new prefix folder itself must survive power loss
+        }
         fs::rename(&b.tmp, &dest)?;
         sync_dir(dir)
-    }
-
-    /// Drops an ingested blob that will not be committed.
-    pub fn discard(&self, b: &Ingested) {
-        if let Err(e) = fs::remove_file(&b.tmp) {
-            tracing::warn!(path = %b.tmp.display(), error = %e, "could not remove temporary blob");
-        }
     }
 
     /// Deletes a blob (missing is fine).
@@ -276,6 +284,13 @@ impl IngestWriter {
     }
 }
 
+impl Drop for Ingested {
+    /// After a commit the file is gone from `tmp/` and this is a no-op.
+    fn drop(&mut self) {
+        let _gone_after_commit = fs::remove_file(&self.tmp);
+    }
+}
+
 impl Drop for IngestWriter {
     /// An abandoned upload (client went away, quota) leaves nothing behind.
     fn drop(&mut self) {
@@ -310,12 +325,12 @@ mod tests {
         let b = ingest(&d, &data, 3);
         assert_eq!(b.hash, ContentHash::of(&data));
         assert!(b.manifest.is_empty());
-        d.commit(&b).unwrap();
+        d.commit(&b, false).unwrap();
         assert_eq!(&d.read_verified(&b.hash, b.size).unwrap()[..], &data[..]);
         assert_eq!(d.list().unwrap(), vec![b.hash]);
         // the same content again is deduplicated, tmp is cleaned
         let again = ingest(&d, &data, 1);
-        d.commit(&again).unwrap();
+        d.commit(&again, false).unwrap();
         assert_eq!(
             fs::read_dir(dir.path().join("blobs/tmp")).unwrap().count(),
             0
@@ -335,7 +350,7 @@ mod tests {
             for (i, c) in data.chunks(CHUNK_SIZE as usize).enumerate() {
                 assert_eq!(b.manifest[i], ContentHash::of(c));
             }
-            d.commit(&b).unwrap();
+            d.commit(&b, false).unwrap();
             let f = d.open_blob(&b.hash).unwrap();
             let last = read_chunk_verified(&f, &b.hash, b.size, 2, &b.manifest[2]).unwrap();
             assert_eq!(&last[..], &data[2 * CHUNK_SIZE as usize..]);
@@ -347,7 +362,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = BlobDir::open(dir.path()).unwrap();
         let b = ingest(&d, b"precious", 1);
-        d.commit(&b).unwrap();
+        d.commit(&b, false).unwrap();
+        fs::write(d.path(&b.hash), b"precioUs").unwrap();
+        // a plain commit keeps what is there; a repairing one replaces it
+        let good = ingest(&d, b"precious", 1);
+        d.commit(&good, false).unwrap();
+        assert!(matches!(
+            d.read_verified(&b.hash, b.size),
+            Err(BlobError::Corrupt(_))
+        ));
+        let good = ingest(&d, b"precious", 1);
+        d.commit(&good, true).unwrap();
+        assert_eq!(&d.read_verified(&b.hash, b.size).unwrap()[..], b"precious");
         fs::write(d.path(&b.hash), b"precioUs").unwrap();
         assert!(matches!(
             d.read_verified(&b.hash, b.size),

@@ -47,8 +47,14 @@ pub fn bump(score: f64, at: i64, now: i64, hits: u64) -> f64 {
     decayed(score, at, now) + hits as f64
 }
 
-/// Chooses entries to evict so that `need` more bytes fit. `blob_sizes` holds
-/// every stored blob's size. Returns the keys to evict, least popular first.
+/// Chooses entries to evict so that `need` more bytes fit. `entries` must
+/// list *every* entry that names a stored blob (protected ones included), so
+/// reference counts are right; `blob_sizes` holds every stored blob's size.
+///
+/// Planning is per blob: a blob frees its bytes only when all entries naming
+/// it go, so a blob that any protected entry names is never touched, and the
+/// entries of one blob leave together, ranked by their most popular member.
+/// Returns the keys to evict, least popular blob first.
 pub fn plan_eviction(
     entries: &[Candidate],
     blob_sizes: &HashMap<ContentHash, u64>,
@@ -57,23 +63,43 @@ pub fn plan_eviction(
     if need == 0 {
         return Ok(Vec::new());
     }
-    let mut refs: HashMap<ContentHash, usize> = HashMap::new();
-    for e in entries {
-        *refs.entry(e.hash).or_default() += 1;
+    struct Group<'a> {
+        keys: Vec<&'a str>,
+        best: f64,
+        protected: bool,
     }
-    let mut order: Vec<&Candidate> = entries.iter().filter(|e| !e.protected).collect();
-    order.sort_by(|a, b| a.score.total_cmp(&b.score).then_with(|| a.key.cmp(&b.key)));
+    let mut groups: HashMap<ContentHash, Group<'_>> = HashMap::new();
+    for e in entries {
+        let g = groups.entry(e.hash).or_insert(Group {
+            keys: Vec::new(),
+            best: f64::MIN,
+            protected: false,
+        });
+        g.keys.push(&e.key);
+        g.best = g.best.max(e.score);
+        g.protected |= e.protected;
+    }
+    let mut order: Vec<(ContentHash, Group<'_>)> =
+        groups.into_iter().filter(|(_, g)| !g.protected).collect();
+    for (_, g) in order.iter_mut() {
+        g.keys.sort_unstable();
+    }
+    order.sort_by(|(_, a), (_, b)| {
+        a.best
+            .total_cmp(&b.best)
+            .then_with(|| a.keys[0].cmp(b.keys[0]))
+    });
     let mut freed = 0u64;
     let mut out = Vec::new();
-    for e in order {
-        out.push(e.key.clone());
-        let r = refs.get_mut(&e.hash).expect("counted above");
-        *r -= 1;
-        if *r == 0 {
-            freed += blob_sizes.get(&e.hash).copied().unwrap_or(0);
-            if freed >= need {
-                return Ok(out);
-            }
+    for (hash, g) in order {
+        let size = blob_sizes.get(&hash).copied().unwrap_or(0);
+        if size == 0 {
+            continue; // nothing to gain (e.g. a quarantined blob)
+        }
+        out.extend(g.keys.iter().map(|k| k.to_string()));
+        freed += size;
+        if freed >= need {
+            return Ok(out);
         }
     }
     Err(NoRoom {

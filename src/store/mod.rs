@@ -53,6 +53,19 @@ pub enum StoreError {
         /// The quota.
         max: u64,
     },
+    /// An older version than the one already held, from the same origin.
+    #[error("stale version {offered} of {url}: version {held} is already here")]
+    Stale {
+        /// The URL.
+        url: String,
+        /// Version offered.
+        offered: u64,
+        /// Version held.
+        held: u64,
+    },
+    /// Another meshnode holds this state directory.
+    #[error("{0} is in use by another running meshnode")]
+    Locked(String),
     /// SQLite failed.
     #[error("database: {0}")]
     Db(#[from] rusqlite::Error),
@@ -170,9 +183,28 @@ enum Command {
     Close(Reply<()>),
 }
 
-/// Opens the store in `state_dir`, cleans up after any crash, and starts the store thread.
+/// Lock file inside the state directory; held by the store thread for its life.
+pub const LOCK_FILE: &str = "lock";
+
+/// Opens the store in `state_dir`, cleans up after any crash, and starts the
+/// store thread. Takes an exclusive lock on the state directory first, so a
+/// second meshnode on the same state fails here before touching anything.
 pub fn spawn(state_dir: &Path, max_bytes: u64, own: NodeId) -> Result<StoreHandle, StoreError> {
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state_dir.join(LOCK_FILE))?;
+    let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|_| StoreError::Locked(state_dir.display().to_string()))?;
     let blobs = BlobDir::open(state_dir)?;
+    let leftovers = blobs.clear_tmp()?;
+    if leftovers > 0 {
+        tracing::info!(
+            files = leftovers,
+            "removed unfinished uploads of the previous run"
+        );
+    }
     let conn = schema::open(&state_dir.join(DB_FILE))?;
     let view = Arc::new(View::default());
     view.max_bytes.store(max_bytes, Ordering::Relaxed);
@@ -184,6 +216,7 @@ pub fn spawn(state_dir: &Path, max_bytes: u64, own: NodeId) -> Result<StoreHandl
         blobs_meta: HashMap::new(),
         scores: HashMap::new(),
         max_bytes,
+        _lock: lock,
     };
     actor.load_and_clean()?;
     let (tx, rx) = mpsc::channel(COMMAND_CAP);
@@ -295,6 +328,8 @@ struct Actor {
     /// Popularity per URL: (score, Unix seconds it was last updated).
     scores: HashMap<String, (f64, i64)>,
     max_bytes: u64,
+    /// Exclusive lock on the state directory, released when the thread ends.
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 fn now_secs() -> i64 {
@@ -329,7 +364,9 @@ impl Actor {
                 Command::SetMaxBytes(m, reply) => send(reply, self.set_max_bytes(m)),
                 Command::FlushHits(reply) => send(reply, self.flush_hits()),
                 Command::Close(reply) => {
-                    send(reply, self.close());
+                    let r = self.close();
+                    drop(self); // releases the state-dir lock before anyone hears "closed"
+                    send(reply, r);
                     return;
                 }
             }
@@ -382,6 +419,12 @@ impl Actor {
         }
         let on_disk: std::collections::HashSet<_> = on_disk.into_iter().collect();
         for (h, m) in self.blobs_meta.iter_mut() {
+            if m.quarantined && on_disk.contains(h) {
+                // a quarantine interrupted between its two steps: finish it
+                if let Err(e) = self.blobs.quarantine(h) {
+                    tracing::warn!(hash = %h, error = %e, "could not move a quarantined blob aside");
+                }
+            }
             if !m.quarantined && !on_disk.contains(h) {
                 tracing::error!(hash = %h, "blob file missing; marking it quarantined");
                 self.conn.execute(
@@ -480,7 +523,9 @@ impl Actor {
             .count()
     }
 
-    /// Plans eviction of `need` bytes among entries other than `except`.
+    /// Plans eviction of `need` bytes. Every entry takes part so blob
+    /// reference counts are right; `except` (the URL being replaced) and
+    /// quarantined entries are never chosen.
     fn plan(&self, need: u64, except: Option<&str>) -> Result<Vec<String>, NoRoom> {
         let now = now_secs();
         let candidates: Vec<Candidate> = self
@@ -489,17 +534,19 @@ impl Actor {
             .read()
             .expect("view lock poisoned")
             .values()
-            .filter(|e| !e.entry.quarantined && Some(e.entry.url.as_str()) != except)
             .map(|e| {
-                let (s, at) = self.scores.get(&e.entry.url).copied().unwrap_or((0.0, now));
+                let f = &e.entry;
+                let (s, at) = self.scores.get(&f.url).copied().unwrap_or((0.0, now));
                 let unflushed = e.hits_unflushed.load(Ordering::Relaxed);
                 Candidate {
-                    key: e.entry.url.clone(),
-                    hash: e.entry.hash,
+                    key: f.url.clone(),
+                    hash: f.hash,
                     score: policy::bump(s, at, now, unflushed),
-                    protected: e.entry.priority == Priority::Essential
-                        || e.entry.pinned
-                        || e.entry.origin == self.own,
+                    protected: f.priority == Priority::Essential
+                        || f.pinned
+                        || f.origin == self.own
+                        || f.quarantined
+                        || Some(f.url.as_str()) == except,
                 }
             })
             .collect();
@@ -515,6 +562,18 @@ impl Actor {
     fn publish(&mut self, blob: Ingested, meta: PublishMeta) -> Result<Entry, StoreError> {
         let url = meta.url.to_string();
         let old = self.get(&url);
+        let origin = meta.origin.to_hex();
+        if let (Some(v), Some(o)) = (meta.version, &old) {
+            // per-origin counters order versions; never roll back
+            if o.entry.origin == origin && v < o.entry.version {
+                return Err(StoreError::Stale {
+                    url,
+                    offered: v,
+                    held: o.entry.version,
+                });
+            }
+        }
+        // Some(false): healthy blob already stored; Some(true): quarantined, this upload repairs it
         let existing = self.blobs_meta.get(&blob.hash).map(|m| m.quarantined);
         let new_bytes = if existing == Some(false) {
             0
@@ -537,7 +596,6 @@ impl Actor {
         let evict = match self.plan(need, Some(&url)) {
             Ok(v) => v,
             Err(NoRoom { need, evictable }) => {
-                self.blobs.discard(&blob);
                 return Err(StoreError::InsufficientStorage {
                     need,
                     evictable,
@@ -545,9 +603,8 @@ impl Actor {
                 });
             }
         };
-        self.blobs.commit(&blob)?;
+        self.blobs.commit(&blob, existing != Some(false))?;
         let now = now_secs();
-        let origin = meta.origin.to_hex();
         let tx = self.conn.unchecked_transaction()?;
         let result = (|| -> Result<(Entry, Vec<ContentHash>), StoreError> {
             let version = match meta.version {
@@ -639,19 +696,32 @@ impl Actor {
                 quarantined: false,
             },
         );
-        for k in &evict {
-            tracing::info!(url = %k, "evicted to make room");
-            self.scores.remove(k);
-        }
-        self.finish_blob_removal(&freed);
-        let live = Arc::new(LiveEntry::new(entry.clone(), Arc::from(blob.manifest)));
+        let live = Arc::new(LiveEntry::new(
+            entry.clone(),
+            Arc::from(blob.manifest.clone()),
+        ));
         {
             let mut g = self.view.entries.write().expect("view lock poisoned");
             for k in &evict {
                 g.remove(k);
             }
+            if existing == Some(true) {
+                // repaired: every URL that names this blob is servable again
+                for e in g.values_mut().filter(|e| e.entry.hash == blob.hash) {
+                    let mut fields = e.entry.clone();
+                    fields.quarantined = false;
+                    *e = Arc::new(carry_counts(e, fields));
+                }
+                tracing::info!(hash = %blob.hash, "quarantined blob repaired by a good copy");
+            }
             g.insert(url.clone(), live);
         }
+        for k in &evict {
+            tracing::info!(url = %k, "evicted to make room");
+            self.scores.remove(k);
+        }
+        // files go only after the view stopped naming them
+        self.finish_blob_removal(&freed);
         self.scores.entry(url).or_insert((0.0, now));
         self.recount_used();
         Ok(entry)
@@ -693,32 +763,33 @@ impl Actor {
 
     /// Swaps a live entry for one with new fields, keeping its counters.
     fn replace_live(&self, old: &Arc<LiveEntry>, entry: Entry) {
-        let live = LiveEntry {
-            entry,
-            manifest: old.manifest.clone(),
-            hits_total: AtomicU64::new(old.hits_total.load(Ordering::Relaxed)),
-            hits_unflushed: AtomicU64::new(old.hits_unflushed.swap(0, Ordering::Relaxed)),
-        };
+        let live = Arc::new(carry_counts(old, entry));
         self.view
             .entries
             .write()
             .expect("view lock poisoned")
-            .insert(old.entry.url.clone(), Arc::new(live));
+            .insert(old.entry.url.clone(), live);
     }
 
+    /// Quarantines a blob that a reader or the scrub found bad. The claim is
+    /// checked again here, on the one thread that changes blobs, so a reader
+    /// that raced a removal or a repair cannot quarantine a healthy blob.
     fn quarantine(&mut self, hash: ContentHash) -> Result<Vec<String>, StoreError> {
-        let Some(meta) = self.blobs_meta.get_mut(&hash) else {
-            return Ok(Vec::new());
+        let Some(meta) = self.blobs_meta.get(&hash) else {
+            return Ok(Vec::new()); // removed meanwhile: nothing to do
         };
-        if meta.quarantined {
+        if meta.quarantined || self.blobs.verify(&hash, meta.size).is_ok() {
             return Ok(Vec::new());
         }
-        self.conn.execute(
-            "UPDATE blobs SET quarantined = 1 WHERE hash = ?1",
-            [&hash.0[..]],
-        )?;
-        meta.quarantined = true;
-        let dest = self.blobs.quarantine(&hash)?;
+        // move the file first: a crash after this step leaves a row whose file
+        // is missing, which the next start marks quarantined
+        let moved = self.blobs.quarantine(&hash);
+        if let Err(e) = &moved {
+            tracing::warn!(hash = %hash, error = %e, "could not move the bad blob aside; it stays unserved");
+        }
+        if let Some(m) = self.blobs_meta.get_mut(&hash) {
+            m.quarantined = true;
+        }
         let affected: Vec<Arc<LiveEntry>> = self
             .view
             .entries
@@ -735,8 +806,12 @@ impl Actor {
             urls.push(e.url.clone());
             self.replace_live(&old, e);
         }
-        tracing::error!(hash = %hash, urls = ?urls, moved_to = %dest.display(), "blob failed its integrity check; quarantined and no longer served");
         self.recount_used();
+        self.conn.execute(
+            "UPDATE blobs SET quarantined = 1 WHERE hash = ?1",
+            [&hash.0[..]],
+        )?;
+        tracing::error!(hash = %hash, urls = ?urls, moved = moved.is_ok(), "blob failed its integrity check; quarantined and no longer served");
         Ok(urls)
     }
 
@@ -828,6 +903,17 @@ impl Actor {
             .map(|m| m.size)
             .sum();
         self.view.used_bytes.store(used, Ordering::Relaxed);
+    }
+}
+
+/// A live entry with new fields and the counters of `old`. (Reads that hit
+/// `old` after this are not carried over; at worst a few hits are uncounted.)
+fn carry_counts(old: &LiveEntry, entry: Entry) -> LiveEntry {
+    LiveEntry {
+        entry,
+        manifest: old.manifest.clone(),
+        hits_total: AtomicU64::new(old.hits_total.load(Ordering::Relaxed)),
+        hits_unflushed: AtomicU64::new(old.hits_unflushed.swap(0, Ordering::Relaxed)),
     }
 }
 
