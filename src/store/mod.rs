@@ -216,6 +216,7 @@ pub fn spawn(state_dir: &Path, max_bytes: u64, own: NodeId) -> Result<StoreHandl
         blobs_meta: HashMap::new(),
         scores: HashMap::new(),
         max_bytes,
+        no_chunks: Arc::from(Vec::new()),
         _lock: lock,
     };
     actor.load_and_clean()?;
@@ -328,6 +329,9 @@ struct Actor {
     /// Popularity per URL: (score, Unix seconds it was last updated).
     scores: HashMap<String, (f64, i64)>,
     max_bytes: u64,
+    /// The one empty manifest all single-chunk entries share (saves an
+    /// allocation per entry).
+    no_chunks: Arc<[ContentHash]>,
     /// Exclusive lock on the state directory, released when the thread ends.
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
@@ -395,10 +399,13 @@ impl Actor {
             while let Some(r) = rows.next()? {
                 let h = hash_from_sql(r.get(0)?)?;
                 let m: Vec<u8> = r.get(2)?;
-                let manifest: Arc<[ContentHash]> = m
-                    .chunks_exact(32)
-                    .map(|c| ContentHash(c.try_into().expect("chunks_exact(32)")))
-                    .collect();
+                let manifest: Arc<[ContentHash]> = if m.is_empty() {
+                    self.no_chunks.clone()
+                } else {
+                    m.chunks_exact(32)
+                        .map(|c| ContentHash(c.try_into().expect("chunks_exact(32)")))
+                        .collect()
+                };
                 manifests.insert(h, manifest);
                 self.blobs_meta.insert(
                     h,
@@ -463,7 +470,7 @@ impl Actor {
                 let manifest = manifests
                     .get(&hash)
                     .cloned()
-                    .unwrap_or_else(|| Arc::from(Vec::new()));
+                    .unwrap_or_else(|| self.no_chunks.clone());
                 map.insert(url, Arc::new(LiveEntry::new(e, manifest)));
             }
         }
