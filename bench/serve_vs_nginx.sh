@@ -49,6 +49,44 @@ die() {
 	exit 1
 }
 
+# bgrun CMD...: runs CMD as a tracked background job and waits for it, so that
+# SIGINT/SIGTERM to this script are handled at once (the trap kills the job)
+PIDS=()
+bgrun() {
+	local p rc=0
+	"$@" &
+	p=$!
+	PIDS+=("$p")
+	wait "$p" || rc=$?
+	forget_pid "$p"
+	return "$rc"
+}
+forget_pid() { # drop $1 from PIDS
+	local keep=() p
+	for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
+	PIDS=("${keep[@]}")
+}
+
+# ---------------------------------------------------------------- cleanup, temp dir
+TMP=
+cleanup() {
+	local rc=$? p
+	trap - EXIT INT TERM
+	for p in "${PIDS[@]}"; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	for p in "${PIDS[@]}"; do
+		wait "$p" 2>/dev/null || true
+	done
+	[[ -z $TMP ]] || rm -rf "$TMP"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+TMP=$(mktemp -d /tmp/meshbench.XXXXXX)
+chmod 755 "$TMP" # nginx workers run as nobody
+
 # ---------------------------------------------------------------- tools
 export PATH="$PATH:/usr/sbin:/sbin:$HOME/.cargo/bin"
 need=()
@@ -63,35 +101,10 @@ fi
 command -v cargo >/dev/null || die "cargo not found (install a Rust toolchain >= 1.89)"
 
 log "building release binaries"
-(cd "$ROOT" && cargo build --release --bins)
-MESHNODE=$ROOT/target/release/meshnode
-MESHCTL=$ROOT/target/release/meshctl
-
-# ---------------------------------------------------------------- temp dir, cleanup
-TMP=$(mktemp -d /tmp/meshbench.XXXXXX)
-chmod 755 "$TMP" # nginx workers run as nobody
-PIDS=()
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	for p in "${PIDS[@]}"; do
-		kill -TERM "$p" 2>/dev/null || true
-	done
-	for p in "${PIDS[@]}"; do
-		wait "$p" 2>/dev/null || true
-	done
-	rm -rf "$TMP"
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-forget_pid() { # drop $1 from PIDS
-	local keep=() p
-	for p in "${PIDS[@]}"; do [[ $p == "$1" ]] || keep+=("$p"); done
-	PIDS=("${keep[@]}")
-}
+bgrun cargo build --manifest-path "$ROOT/Cargo.toml" --release --bins
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+MESHNODE=$TARGET/release/meshnode
+MESHCTL=$TARGET/release/meshctl
 
 WWW=$TMP/www
 mkdir -p "$WWW"
@@ -237,25 +250,40 @@ end
 EOF
 cat "$TMP/report.lua" >>"$TMP/small.lua"
 
-# run_wrk LABEL CONNS URL [PREFIX]: writes "rps mbps errors p50_us p99_us" to $TMP/last
+CLK=$(getconf CLK_TCK)
+cpu_ticks() { # user+system clock ticks of the given processes (all their threads)
+	local t=0 p
+	for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+	echo "$t"
+}
+
+# run_wrk LABEL CONNS URL PREFIX PIDS...: one measured wrk run against the
+# server whose processes are PIDS; PREFIX "" = plain GET of URL, otherwise the
+# small-object script. Writes "rps mbps errors p50_us p99_us server_cpu% wrk_cpu%"
+# to $TMP/last (CPU in % of one core, averaged over the run).
 run_wrk() {
-	local label=$1 conns=$2 url=$3 prefix=${4:-} script out line
+	local label=$1 conns=$2 url=$3 prefix=$4 script out line t0 t1 TIMEFORMAT='%R %U %S'
+	shift 4
 	if [[ -n $prefix ]]; then script=$TMP/small.lua; else script=$TMP/report.lua; fi
 	out=$TMP/wrk.$label.txt
-	wrk -t"$WRK_THREADS" -c"$conns" -d"$DURATION" --timeout "$WRK_TIMEOUT" -s "$script" "$url" ${prefix:+-- "$prefix"} >"$out" 2>&1 ||
+	t0=$(cpu_ticks "$@")
+	{ time bgrun wrk -t"$WRK_THREADS" -c"$conns" -d"$DURATION" --timeout "$WRK_TIMEOUT" -s "$script" "$url" ${prefix:+-- "$prefix"} >"$out" 2>&1; } 2>"$out.time" ||
 		die "wrk failed: $(cat "$out")"
+	t1=$(cpu_ticks "$@")
 	line=$(grep '^BENCH ' "$out") || die "no result from wrk: $(cat "$out")"
-	awk -v l="$line" 'BEGIN {
+	awk -v l="$line" -v dt=$((t1 - t0)) -v clk="$CLK" -v tm="$(cat "$out.time")" 'BEGIN {
 		n = split(l, kv, " ");
 		for (j = 2; j <= n; j++) { split(kv[j], p, "="); v[p[1]] = p[2] }
 		d = v["duration_us"] / 1e6;
 		errs = v["connect"] + v["read"] + v["write"] + v["status"] + v["timeout"];
-		printf "%.0f %.1f %d %d %d\n", v["requests"] / d, v["bytes"] / d / 1e6, errs, v["p50_us"], v["p99_us"]
+		split(tm, w, " ");
+		printf "%.0f %.1f %d %d %d %.0f %.0f\n", v["requests"] / d, v["bytes"] / d / 1e6, errs,
+			v["p50_us"], v["p99_us"], 100 * dt / clk / w[1], 100 * (w[2] + w[3]) / w[1]
 	}' >"$TMP/last"
 }
 
 warm() { # short unmeasured run: fills page cache and meshnode's memory cache
-	wrk -t1 -c"$2" -d"$WARMUP" -s "$3" "$1" ${4:+-- "$4"} >/dev/null 2>&1 || true
+	bgrun wrk -t1 -c"$2" -d"$WARMUP" -s "$3" "$1" ${4:+-- "$4"} >/dev/null 2>&1 || true
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
@@ -266,48 +294,68 @@ NPROC=$(nproc)
 log "machine: $NPROC cores; wrk runs with $WRK_THREADS thread, so it occupies one core and the server gets the rest"
 log "load average before measuring: $(loadavg)"
 
-declare -a NG_RPS MN_RPS NG_MBPS MN_MBPS RUN_NOTES
+NG_RPS=() MN_RPS=() NG_MBPS=() MN_MBPS=() RUN_NOTES=()
+NG_SCPU_S=() MN_SCPU_S=() NG_SCPU_B=() MN_SCPU_B=() WRK_CPU=()
 SMALL_NG_URL="http://$NGINX_ADDR/"
 SMALL_MN_URL="http://$MESH_ADDR/"
 BIG_NG_URL="http://$NGINX_ADDR/big.bin"
 BIG_MN_URL="http://$MESH_ADDR/n0call.radio/big.bin"
 
+children() { cat /proc/"$1"/task/*/children 2>/dev/null || true; } # no procps needed
+# shellcheck disable=SC2207 # pids: splitting intended
+NG_PIDS=("$NGINX_PID" $(children "$NGINX_PID"))
+MN_PIDS=("$SERVE_PID")
+
+# measure KIND SERVER RUN: one run, appended to the result arrays
+measure() {
+	local kind=$1 srv=$2 r=$3 url prefix pids rps mbps errs p50 p99 scpu wcpu
+	if [[ $srv == nginx ]]; then
+		pids=("${NG_PIDS[@]}")
+		if [[ $kind == small ]]; then url=$SMALL_NG_URL prefix=/; else url=$BIG_NG_URL prefix=; fi
+	else
+		pids=("${MN_PIDS[@]}")
+		if [[ $kind == small ]]; then url=$SMALL_MN_URL prefix=/n0call.radio/; else url=$BIG_MN_URL prefix=; fi
+	fi
+	run_wrk "$kind-$srv-$r" "$([[ $kind == small ]] && echo "$SMALL_CONNS" || echo "$BIG_CONNS")" "$url" "$prefix" "${pids[@]}"
+	read -r rps mbps errs p50 p99 scpu wcpu <"$TMP/last"
+	WRK_CPU+=("$wcpu")
+	case $kind-$srv in
+	small-nginx) NG_RPS+=("$rps") NG_SCPU_S+=("$scpu") ;;
+	small-meshnode) MN_RPS+=("$rps") MN_SCPU_S+=("$scpu") ;;
+	big-nginx) NG_MBPS+=("$mbps") NG_SCPU_B+=("$scpu") ;;
+	big-meshnode) MN_MBPS+=("$mbps") MN_SCPU_B+=("$scpu") ;;
+	esac
+	if [[ $kind == small ]]; then
+		log "$(printf '  run %d %-8s %7s req/s  p50 %s us  p99 %s us  errors %s  CPU: server %s%% wrk %s%%  load %s' \
+			"$r" "$srv" "$rps" "$p50" "$p99" "$errs" "$scpu" "$wcpu" "$(loadavg)")"
+	else
+		log "$(printf '  run %d %-8s %7s MB/s  errors %s  CPU: server %s%% wrk %s%%  load %s' \
+			"$r" "$srv" "$mbps" "$errs" "$scpu" "$wcpu" "$(loadavg)")"
+	fi
+	((errs == 0)) || RUN_NOTES+=("$kind run $r $srv: $errs errors (see wrk output)")
+	((errs == 0)) || sed 's/^/    /' "$TMP/wrk.$kind-$srv-$r.txt" >&2
+}
+
 log "(a) 4 KiB objects: wrk -t$WRK_THREADS -c$SMALL_CONNS -d$DURATION, $RUNS runs each, alternating"
 warm "$SMALL_NG_URL" "$SMALL_CONNS" "$TMP/small.lua" /
 warm "$SMALL_MN_URL" "$SMALL_CONNS" "$TMP/small.lua" /n0call.radio/
 for ((r = 1; r <= RUNS; r++)); do
-	run_wrk "small-nginx-$r" "$SMALL_CONNS" "$SMALL_NG_URL" /
-	read -r rps _ errs p50 p99 <"$TMP/last"
-	NG_RPS+=("$rps")
-	log "  run $r nginx:    $rps req/s (p50 ${p50} us, p99 ${p99} us, errors $errs) load $(loadavg)"
-	((errs == 0)) || RUN_NOTES+=("small run $r nginx: $errs errors")
-	run_wrk "small-mesh-$r" "$SMALL_CONNS" "$SMALL_MN_URL" /n0call.radio/
-	read -r rps _ errs p50 p99 <"$TMP/last"
-	MN_RPS+=("$rps")
-	log "  run $r meshnode: $rps req/s (p50 ${p50} us, p99 ${p99} us, errors $errs) load $(loadavg)"
-	((errs == 0)) || RUN_NOTES+=("small run $r meshnode: $errs errors")
+	measure small nginx "$r"
+	measure small meshnode "$r"
 done
 
 log "(b) 100 MB file: wrk -t$WRK_THREADS -c$BIG_CONNS -d$DURATION, $RUNS runs each, alternating"
 warm "$BIG_NG_URL" "$BIG_CONNS" "$TMP/report.lua"
 warm "$BIG_MN_URL" "$BIG_CONNS" "$TMP/report.lua"
 for ((r = 1; r <= RUNS; r++)); do
-	run_wrk "big-nginx-$r" "$BIG_CONNS" "$BIG_NG_URL"
-	read -r _ mbps errs _ _ <"$TMP/last"
-	NG_MBPS+=("$mbps")
-	log "  run $r nginx:    $mbps MB/s (errors $errs) load $(loadavg)"
-	((errs == 0)) || RUN_NOTES+=("big run $r nginx: $errs errors")
-	run_wrk "big-mesh-$r" "$BIG_CONNS" "$BIG_MN_URL"
-	read -r _ mbps errs _ _ <"$TMP/last"
-	MN_MBPS+=("$mbps")
-	log "  run $r meshnode: $mbps MB/s (errors $errs) load $(loadavg)"
-	((errs == 0)) || RUN_NOTES+=("big run $r meshnode: $errs errors")
+	measure big nginx "$r"
+	measure big meshnode "$r"
 done
 
 SERVE_RSS_KB=$(awk '/^VmRSS/ {print $2}' "/proc/$SERVE_PID/status")
 SERVE_HWM_KB=$(awk '/^VmHWM/ {print $2}' "/proc/$SERVE_PID/status")
 NGINX_RSS_KB=0
-for p in "$NGINX_PID" $(pgrep -P "$NGINX_PID" || true); do
+for p in "${NG_PIDS[@]}"; do
 	NGINX_RSS_KB=$((NGINX_RSS_KB + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
 done
 if [[ -s $MESH/meshnode.log ]]; then
@@ -374,7 +422,8 @@ entries=$(curl -fsS --unix-socket "$RSS/control.sock" http://localhost/api/v1/st
 [[ $entries == "$ENTRIES" ]] || die "after restart the catalog holds ${entries:-?} entries, expected $ENTRIES"
 sleep 5
 IDLE_RSS_KB=$(awk '/^VmRSS/ {print $2}' "/proc/$MESH_PID/status")
-log "  after restart with $entries entries, 5 s idle: VmRSS $IDLE_RSS_KB kB"
+IDLE_RSS_SPLIT=$(awk '/^RssAnon|^RssFile/ {printf "%s%s %s kB", sep, $1, $2; sep = ", "}' "/proc/$MESH_PID/status")
+log "  after restart with $entries entries, 5 s idle: VmRSS $IDLE_RSS_KB kB ($IDLE_RSS_SPLIT)"
 if [[ -s $RSS/meshnode.log ]]; then
 	log "meshnode logged warnings/errors during the RSS test:"
 	sed 's/^/    /' "$RSS/meshnode.log" >&2
@@ -393,14 +442,25 @@ if [[ $SKIP_MINZ == 1 ]]; then
 	MINZ_SIZE=0
 else
 	log "building the min-z profile (slow: fat LTO, one codegen unit)"
-	(cd "$ROOT" && cargo build --profile min-z --bin meshnode)
-	MINZ_SIZE=$(strip_size "$ROOT/target/min-z/meshnode")
+	bgrun cargo build --manifest-path "$ROOT/Cargo.toml" --profile min-z --bin meshnode
+	MINZ_SIZE=$(strip_size "$TARGET/min-z/meshnode")
+	# the same 10,000-entry state, served by the min-z binary (informational)
+	MESHNODE=$TARGET/min-z/meshnode start_meshnode "$RSS" "$RSS_ADDR"
+	sleep 5
+	MINZ_RSS_KB=$(awk '/^VmRSS/ {print $2}' "/proc/$MESH_PID/status")
+	log "  min-z meshnode, same $ENTRIES entries, 5 s idle: VmRSS $MINZ_RSS_KB kB"
+	stop_pid "$MESH_PID"
 fi
 
 # ---------------------------------------------------------------- summary
 RPS_RATIO=$(ratio "$MN_RPS_MED" "$NG_RPS_MED")
 MBPS_RATIO=$(ratio "$MN_MBPS_MED" "$NG_MBPS_MED")
-verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {ok = (op == ">=") ? (v >= t) : (v < t); print ok ? "met" : "**missed**"}'; }
+verdict() { # VALUE OP TARGET: met, or missed by how much (in % of the target)
+	awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN {
+		ok = (op == ">=") ? (v >= t) : (v < t);
+		if (ok) print "met"; else printf "**missed** by %.1f%%\n", 100 * ((op == ">=") ? (t - v) : (v - t)) / t
+	}'
+}
 mb() { awk -v b="$1" 'BEGIN {printf "%.2f", b / 1e6}'; }
 mib() { awk -v b="$1" 'BEGIN {printf "%.2f", b / 1048576}'; }
 IDLE_RSS_B=$((IDLE_RSS_KB * 1024))
@@ -427,12 +487,14 @@ Each measurement: $DURATION, after a $WARMUP unmeasured warm-up; $RUNS runs alte
 |---|---:|---|---|
 | 4 KiB req/s, meshnode / nginx | ${RPS_RATIO}x | >= 1.0x | $(verdict "$RPS_RATIO" ">=" 1.0) |
 | 100 MB MB/s, meshnode / nginx | ${MBPS_RATIO}x | >= 0.9x | $(verdict "$MBPS_RATIO" ">=" 0.9) |
-| Idle RSS, $ENTRIES entries, after restart + 5 s | $IDLE_RSS_KB kB ($(mb "$IDLE_RSS_B") MB, $(mib "$IDLE_RSS_B") MiB) | < 16 MB (16,000,000 B) | $(verdict "$IDLE_RSS_B" "<" 16000000) |
+| Idle RSS, $ENTRIES entries, after restart + 5 s | $IDLE_RSS_KB kB = $(mb "$IDLE_RSS_B") MB = $(mib "$IDLE_RSS_B") MiB | < 16 MB (16,000,000 B) | $(verdict "$IDLE_RSS_B" "<" 16000000) ($(verdict "$IDLE_RSS_B" "<" 16777216) against 16 MiB) |
 | Stripped release binary | $REL_SIZE B ($(mb "$REL_SIZE") MB) | < 8 MB (8,000,000 B) | $(verdict "$REL_SIZE" "<" 8000000) |
 | Stripped min-z binary | $(if ((MINZ_SIZE)); then echo "$MINZ_SIZE B ($(mb "$MINZ_SIZE") MB)"; else echo "not built"; fi) | < 8 MB | $(if ((MINZ_SIZE)); then verdict "$MINZ_SIZE" "<" 8000000; else echo "-"; fi) |
 
-Other figures: idle RSS of a fresh meshnode with an empty catalog $RSS_EMPTY_KB kB; right after publishing the $ENTRIES entries (before the restart) $RSS_LOADED_KB kB;
+Other figures: the idle RSS above splits into $IDLE_RSS_SPLIT; the same state served by the min-z binary: ${MINZ_RSS_KB:-not measured} kB;
+idle RSS of a fresh meshnode with an empty catalog $RSS_EMPTY_KB kB; right after publishing the $ENTRIES entries (before the restart) $RSS_LOADED_KB kB;
 $ENTRIES publishes over the control socket took $pub_s s;
 meshnode serving process after the load runs: VmRSS $SERVE_RSS_KB kB, VmHWM $SERVE_HWM_KB kB; nginx master + workers after the load runs: VmRSS $NGINX_RSS_KB kB in all.
+Median CPU during the measured runs (100% = one core, server = all its processes/threads): 4 KiB test nginx $(median "${NG_SCPU_S[@]}")%, meshnode $(median "${MN_SCPU_S[@]}")%; 100 MB test nginx $(median "${NG_SCPU_B[@]}")%, meshnode $(median "${MN_SCPU_B[@]}")%; wrk $(median "${WRK_CPU[@]}")% (median over all runs).
 $(if ((${#RUN_NOTES[@]})); then printf 'wrk reported errors: %s\n' "${RUN_NOTES[*]}"; else echo "wrk reported no socket errors, timeouts or non-2xx responses in any measured run."; fi)
 EOF
