@@ -212,14 +212,17 @@ async fn publish_that_cannot_fit_gets_507_and_writes_nothing() {
 
 /// Content that arrives from other stations (replication lands in a later
 /// issue; here the store API that replication uses inserts it directly).
-async fn insert_foreign(n: &TestNode, path: &str, size: usize, priority: Priority, pinned: bool) {
+async fn insert_foreign(
+    n: &TestNode,
+    path: &str,
+    body: &[u8],
+    priority: Priority,
+    pinned: bool,
+    version: u64,
+) -> Result<meshnode::catalog::Entry, meshnode::store::StoreError> {
     let store = n.daemon.store();
     let mut w = store.blobs().begin().unwrap();
-    let seed = path
-        .bytes()
-        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
-    w.write(&data(size, seed)).unwrap();
-    let blob = w.finish().unwrap();
+    w.write(body).unwrap();
     let meta = PublishMeta {
         url: ContentUrl::new(Callsign::parse("W1AW").unwrap(), path).unwrap(),
         content_type: None,
@@ -228,19 +231,57 @@ async fn insert_foreign(n: &TestNode, path: &str, size: usize, priority: Priorit
         tags: vec![],
         origin: NodeId([7; 32]),
         pinned,
-        version: Some(1),
+        version: Some(version),
         timestamp_ms: None,
     };
-    store.publish(blob, meta).await.unwrap();
+    store.publish(w.finish().unwrap(), meta).await
+}
+
+/// 20 KB of content distinct per path.
+fn kb20(path: &str) -> Vec<u8> {
+    data(
+        20_000,
+        path.bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64)),
+    )
 }
 
 #[tokio::test]
 async fn eviction_takes_the_least_popular_and_spares_essential_pinned_and_own() {
     let n = TestNode::start("[store]\nmax_bytes = \"100KB\"\n").await;
-    insert_foreign(&n, "/essential", 20_000, Priority::Essential, false).await;
-    insert_foreign(&n, "/pinned", 20_000, Priority::Standard, true).await;
-    insert_foreign(&n, "/popular", 20_000, Priority::Standard, false).await;
-    insert_foreign(&n, "/unloved", 20_000, Priority::Standard, false).await;
+    insert_foreign(
+        &n,
+        "/essential",
+        &kb20("/essential"),
+        Priority::Essential,
+        false,
+        1,
+    )
+    .await
+    .unwrap();
+    insert_foreign(&n, "/pinned", &kb20("/pinned"), Priority::Standard, true, 1)
+        .await
+        .unwrap();
+    insert_foreign(
+        &n,
+        "/popular",
+        &kb20("/popular"),
+        Priority::Standard,
+        false,
+        1,
+    )
+    .await
+    .unwrap();
+    insert_foreign(
+        &n,
+        "/unloved",
+        &kb20("/unloved"),
+        Priority::Standard,
+        false,
+        1,
+    )
+    .await
+    .unwrap();
     for _ in 0..5 {
         assert_eq!(n.get("w1aw.radio", "/popular", &[]).await.status, 200);
     }
@@ -442,34 +483,20 @@ async fn interrupted_quarantine_is_finished_at_start_and_repairable() {
 #[tokio::test]
 async fn an_older_version_from_the_same_origin_is_refused() {
     let n = TestNode::start("").await;
-    insert_foreign_version(&n, 5).await.unwrap();
-    let err = insert_foreign_version(&n, 4).await.unwrap_err();
+    let p = Priority::Standard;
+    insert_foreign(&n, "/news", b"v5", p, false, 5)
+        .await
+        .unwrap();
+    let err = insert_foreign(&n, "/news", b"v4", p, false, 4)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("stale version 4"), "{err}");
-    insert_foreign_version(&n, 6).await.unwrap();
+    insert_foreign(&n, "/news", b"v6", p, false, 6)
+        .await
+        .unwrap();
     assert_eq!(
         n.ctl.get("/api/v1/catalog").await.unwrap()["entries"][0]["version"],
         6
     );
     n.daemon.shutdown().await.unwrap();
-}
-
-async fn insert_foreign_version(
-    n: &TestNode,
-    version: u64,
-) -> Result<meshnode::catalog::Entry, meshnode::store::StoreError> {
-    let store = n.daemon.store();
-    let mut w = store.blobs().begin().unwrap();
-    w.write(format!("v{version}").as_bytes()).unwrap();
-    let meta = PublishMeta {
-        url: ContentUrl::new(Callsign::parse("W1AW").unwrap(), "/news").unwrap(),
-        content_type: None,
-        priority: Priority::Standard,
-        access: Access::Public,
-        tags: vec![],
-        origin: NodeId([9; 32]),
-        pinned: false,
-        version: Some(version),
-        timestamp_ms: None,
-    };
-    store.publish(w.finish().unwrap(), meta).await
 }
