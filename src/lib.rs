@@ -29,4 +29,5 @@ pub mod daemon;
 pub mod identity;
 pub mod node;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
