@@ -124,7 +124,9 @@ pub fn node_name(callsign: &Callsign, label: &Label) -> String {
 }
 
 /// A node's identity: its Ed25519 public key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct NodeId(pub [u8; 32]);
 
 impl NodeId {

@@ -256,6 +256,16 @@ pub fn respond(set: &IdSet, msg: &[Range], role: Role) -> (Vec<Range>, Outcome) 
 }
 
 impl IdSet {
+    /// (count, XOR of short ids) of the whole set: what heartbeats carry.
+    pub fn fingerprint(&self) -> (u32, u64) {
+        self.summarize_fp(Prefix::ROOT)
+    }
+
+    /// Every id.
+    pub fn iter(&self) -> impl Iterator<Item = &Id> {
+        self.ids.iter()
+    }
+
     fn summarize_fp(&self, p: Prefix) -> (u32, u64) {
         self.range(p)
             .fold((0, 0), |(c, x), id| (c + 1, x ^ head(id)))

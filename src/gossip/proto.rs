@@ -1,0 +1,758 @@
+//! The gossip protocol core: membership and dissemination, sans-IO.
+//!
+//! One [`Gossip`] per node, driven by one task (or by the simulator): feed it
+//! [`InEvent`]s with the current time, carry out the [`OutEvent`]s it returns.
+//! Time is an argument and randomness a type parameter, so the same core runs
+//! in the daemon, in tests and in [`super::sim`] (iroh-gossip's shape).
+//!
+//! - **Links.** `A` is the driver's address of a direct neighbour (a socket
+//!   address in the daemon, an index in the simulator). A link becomes a
+//!   neighbour when a signed HELLO arrives on it. The core never turns a link
+//!   address into gossip: [`PeerInfo::addrs`] is only what a node says about
+//!   itself, and a silent node (`broadcast = false`) says nothing. That is the
+//!   IP-sharing rule, enforced by construction.
+//! - **Dissemination.** The origin sends a new message to all its neighbours;
+//!   each node that sees it for the first time forwards it to `fanout` random
+//!   neighbours while `hops_left` lasts. Message ids (SHA-256 of the signed
+//!   body) are remembered to drop duplicates; per-origin sequence numbers keep
+//!   stale state from overwriting newer state; messages dated too far in the
+//!   future are dropped. Every drop is counted.
+//! - **Anti-entropy.** Heartbeats carry a fingerprint of the origin's catalog.
+//!   When a neighbour's differs from ours, the core asks the driver to
+//!   reconcile catalogs with it ([`OutEvent::Reconcile`], see
+//!   [`crate::sync::recon`]); a node whose catalog grew that way tells its
+//!   neighbours at once with a one-hop heartbeat, so repairs (after loss or a
+//!   partition) spread at link speed rather than per heartbeat.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+use rand::Rng;
+use rand::seq::IndexedRandom;
+
+use super::wire::{Datagram, Kind, MAX_BODY, Message, PeerInfo, WireError};
+use crate::node::NodeId;
+
+/// Tunables; defaults suit a community mesh of up to a few hundred nodes.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Neighbours each forwarder passes a new message to (the default 3).
+    pub fanout: usize,
+    /// Hops a message may travel; 8 covers a 200-node mesh with margin.
+    pub ttl: u8,
+    /// Heartbeat period; 30 s keeps idle traffic tiny.
+    pub heartbeat_ms: u64,
+    /// A peer not heard from for this long is gone (3 heartbeats + margin).
+    pub expiry_ms: u64,
+    /// Messages dated further ahead than this (origin clock) are dropped.
+    pub max_future_ms: i64,
+    /// Message ids remembered for deduplication.
+    pub seen_capacity: usize,
+    /// Most peers in one PEER_LIST_RESPONSE (keeps it in one datagram).
+    pub peer_list_max: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            fanout: 3,
+            ttl: 8,
+            heartbeat_ms: 30_000,
+            expiry_ms: 95_000,
+            max_future_ms: 300_000,
+            seen_capacity: 8192,
+            peer_list_max: 8,
+        }
+    }
+}
+
+/// Signs and verifies bodies: Ed25519 in the daemon ([`crate::identity`]).
+pub trait Crypto {
+    /// This node.
+    fn node_id(&self) -> NodeId;
+    /// Signs a body.
+    fn sign(&self, body: &[u8]) -> [u8; 64];
+    /// Checks a body's signature by `origin`.
+    fn verify(&self, origin: &NodeId, body: &[u8], sig: &[u8; 64]) -> bool;
+}
+
+impl Crypto for crate::identity::Identity {
+    fn node_id(&self) -> NodeId {
+        crate::identity::Identity::node_id(self)
+    }
+    fn sign(&self, body: &[u8]) -> [u8; 64] {
+        crate::identity::Identity::sign(self, body)
+    }
+    fn verify(&self, origin: &NodeId, body: &[u8], sig: &[u8; 64]) -> bool {
+        crate::identity::verify(origin, body, sig)
+    }
+}
+
+/// Inputs.
+#[derive(Debug, Clone)]
+pub enum InEvent<A> {
+    /// A datagram arrived on link `from`.
+    Recv {
+        /// The link.
+        from: A,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// The driver found a possible neighbour (mDNS, static, bootstrap): say HELLO.
+    LinkUp(A),
+    /// Time passed (the core asked for it with [`OutEvent::NextTick`]).
+    Tick,
+    /// Our catalog changed: new fingerprint; `ids` are records we originated
+    /// (announced to the mesh); `tell_neighbours` sends a one-hop heartbeat.
+    Catalog {
+        /// Entries.
+        len: u32,
+        /// XOR fingerprint.
+        xor: u64,
+        /// New own records to announce.
+        ids: Vec<[u8; 32]>,
+        /// The change came from a reconciliation: let neighbours compare now.
+        tell_neighbours: bool,
+    },
+}
+
+/// Outputs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutEvent<A> {
+    /// Send a datagram on a link.
+    Send {
+        /// The link.
+        to: A,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// Records announced by their origin: fetch those we lack.
+    CatalogChange {
+        /// Who announced them.
+        origin: NodeId,
+        /// Record ids.
+        ids: Vec<[u8; 32]>,
+        /// The link it came from (a node that has them).
+        via: A,
+    },
+    /// Our catalog differs from this neighbour's: reconcile with it.
+    Reconcile(A),
+    /// A peer (with broadcast addresses) to try as a neighbour.
+    Dial(std::net::SocketAddr),
+    /// A new peer.
+    PeerJoined(NodeId),
+    /// A peer expired.
+    PeerLeft(NodeId),
+    /// Call [`Gossip::handle`] with [`InEvent::Tick`] at this time (ms).
+    NextTick(u64),
+}
+
+/// What the core knows about a peer.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// What it said about itself, if we heard an announcement.
+    pub info: Option<PeerInfo>,
+    /// When we first heard of it.
+    pub discovered_at: u64,
+    /// When we last heard from it.
+    pub last_seen: u64,
+    /// Highest sequence number seen from it.
+    pub last_seq: u64,
+    /// Its catalog fingerprint (entries, xor) from its last heartbeat.
+    pub catalog: (u32, u64),
+}
+
+/// Counters of every branch, for metrics and the simulator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed to the driver.
+    pub sent: u64,
+    /// Bytes handed to the driver.
+    pub sent_bytes: u64,
+    /// Datagrams received.
+    pub received: u64,
+    /// Dropped: bad framing, body or signature.
+    pub dropped_invalid: u64,
+    /// Dropped: seen before.
+    pub dropped_duplicate: u64,
+    /// Dropped: dated too far in the future.
+    pub dropped_future: u64,
+    /// Reconciliations requested.
+    pub reconciles: u64,
+}
+
+#[derive(Debug)]
+struct Neighbour {
+    node: NodeId,
+    last_heard: u64,
+    /// Last time we asked to reconcile with it (rate limit).
+    last_reconcile: Option<u64>,
+}
+
+/// One node's gossip state.
+#[derive(Debug)]
+pub struct Gossip<A, R, C> {
+    cfg: Config,
+    crypto: C,
+    rng: R,
+    me: PeerInfo,
+    seq: u64,
+    catalog: (u32, u64),
+    peers: HashMap<NodeId, Peer>,
+    neighbours: HashMap<A, Neighbour>,
+    seen: HashMap<[u8; 16], ()>,
+    seen_order: VecDeque<[u8; 16]>,
+    next_heartbeat: u64,
+    /// Counters.
+    pub stats: Stats,
+}
+
+impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
+    /// A core for the node described by `me` (its `addrs` empty unless it broadcasts).
+    pub fn new(cfg: Config, crypto: C, rng: R, me: PeerInfo, now: u64) -> Self {
+        let next_heartbeat = now + cfg.heartbeat_ms;
+        Self {
+            cfg,
+            crypto,
+            rng,
+            me,
+            seq: 0,
+            catalog: (0, 0),
+            peers: HashMap::new(),
+            neighbours: HashMap::new(),
+            seen: HashMap::new(),
+            seen_order: VecDeque::new(),
+            next_heartbeat,
+            stats: Stats::default(),
+        }
+    }
+
+    /// The peer table.
+    pub fn peers(&self) -> &HashMap<NodeId, Peer> {
+        &self.peers
+    }
+
+    /// Current neighbours (links that said HELLO).
+    pub fn neighbours(&self) -> impl Iterator<Item = (&A, &NodeId)> {
+        self.neighbours.iter().map(|(a, n)| (a, &n.node))
+    }
+
+    /// Handles one event at time `now` (ms, monotonic) with wall clock `wall_ms`.
+    pub fn handle(&mut self, ev: InEvent<A>, now: u64, wall_ms: i64) -> Vec<OutEvent<A>> {
+        let mut out = Vec::new();
+        match ev {
+            InEvent::Recv { from, bytes } => self.on_recv(from, &bytes, now, wall_ms, &mut out),
+            InEvent::LinkUp(a) => {
+                let hello = self.seal(Kind::Hello(self.me.clone()), 0, wall_ms);
+                self.send(a, hello, &mut out);
+            }
+            InEvent::Tick => self.on_tick(now, wall_ms, &mut out),
+            InEvent::Catalog {
+                len,
+                xor,
+                ids,
+                tell_neighbours,
+            } => {
+                self.catalog = (len, xor);
+                // ids travel 32 bytes each; split so each message fits one datagram
+                for chunk in ids.chunks((MAX_BODY - 64) / 33) {
+                    self.originate(
+                        Kind::CatalogChange {
+                            ids: chunk.to_vec(),
+                        },
+                        wall_ms,
+                        &mut out,
+                    );
+                }
+                if tell_neighbours {
+                    let hb = self.seal(
+                        Kind::Heartbeat {
+                            catalog_len: len,
+                            catalog_xor: xor,
+                        },
+                        0,
+                        wall_ms,
+                    );
+                    for a in self.neighbours.keys().cloned().collect::<Vec<_>>() {
+                        self.send(a, hb.clone(), &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn seal(&mut self, kind: Kind, hops: u8, wall_ms: i64) -> Vec<u8> {
+        self.seq += 1;
+        let m = Message {
+            origin: self.me.node,
+            seq: self.seq,
+            sent_ms: wall_ms,
+            kind,
+        };
+        let bytes = m
+            .seal(hops, |b| self.crypto.sign(b))
+            .expect("callers keep messages under MAX_BODY");
+        self.remember(Message::id_of(&bytes[super::wire::BODY_OFFSET..]));
+        bytes
+    }
+
+    fn send(&mut self, to: A, bytes: Vec<u8>, out: &mut Vec<OutEvent<A>>) {
+        self.stats.sent += 1;
+        self.stats.sent_bytes += bytes.len() as u64;
+        out.push(OutEvent::Send { to, bytes });
+    }
+
+    /// A new message of ours goes to every neighbour.
+    fn originate(&mut self, kind: Kind, wall_ms: i64, out: &mut Vec<OutEvent<A>>) {
+        let bytes = self.seal(kind, self.cfg.ttl, wall_ms);
+        for a in self.neighbours.keys().cloned().collect::<Vec<_>>() {
+            self.send(a, bytes.clone(), out);
+        }
+    }
+
+    fn remember(&mut self, id: [u8; 16]) -> bool {
+        if self.seen.insert(id, ()).is_some() {
+            return false;
+        }
+        self.seen_order.push_back(id);
+        if self.seen_order.len() > self.cfg.seen_capacity
+            && let Some(old) = self.seen_order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
+    }
+
+    fn on_recv(
+        &mut self,
+        from: A,
+        bytes: &[u8],
+        now: u64,
+        wall_ms: i64,
+        out: &mut Vec<OutEvent<A>>,
+    ) {
+        self.stats.received += 1;
+        let d = match Datagram::parse(bytes) {
+            Ok(d) => d,
+            Err(_) => {
+                self.stats.dropped_invalid += 1;
+                return;
+            }
+        };
+        let id = Message::id_of(d.body);
+        if self.seen.contains_key(&id) {
+            self.stats.dropped_duplicate += 1;
+            if let Some(n) = self.neighbours.get_mut(&from) {
+                n.last_heard = now;
+            }
+            return;
+        }
+        let m = match d.open_with(|o, b, s| self.crypto.verify(o, b, s)) {
+            Ok(m) => m,
+            Err(WireError::BadSignature | WireError::Malformed | WireError::OutOfBounds | _) => {
+                self.stats.dropped_invalid += 1;
+                return;
+            }
+        };
+        if m.sent_ms > wall_ms + self.cfg.max_future_ms {
+            self.stats.dropped_future += 1;
+            return;
+        }
+        self.remember(id);
+        if m.origin == self.me.node {
+            return; // our own message came back
+        }
+        if let Some(n) = self.neighbours.get_mut(&from) {
+            n.last_heard = now;
+        }
+        // peer table: newer state only
+        let fresh = {
+            let p = self.peers.entry(m.origin).or_insert_with(|| Peer {
+                info: None,
+                discovered_at: now,
+                last_seen: now,
+                last_seq: 0,
+                catalog: (0, 0),
+            });
+            let fresh = m.seq > p.last_seq;
+            if fresh {
+                p.last_seq = m.seq;
+                p.last_seen = now;
+            }
+            fresh
+        };
+        if self.peers[&m.origin].discovered_at == now && self.peers[&m.origin].last_seq == m.seq {
+            out.push(OutEvent::PeerJoined(m.origin));
+        }
+        let forward = matches!(
+            m.kind,
+            Kind::PeerAnnouncement(_)
+                | Kind::Heartbeat { .. }
+                | Kind::PeerUpdate(_)
+                | Kind::CatalogChange { .. }
+        );
+        match &m.kind {
+            Kind::Hello(info) => {
+                self.set_info(info, fresh);
+                let new = !self.neighbours.contains_key(&from);
+                self.neighbours.insert(
+                    from.clone(),
+                    Neighbour {
+                        node: m.origin,
+                        last_heard: now,
+                        last_reconcile: None,
+                    },
+                );
+                if new {
+                    let hello = self.seal(Kind::Hello(self.me.clone()), 0, wall_ms);
+                    self.send(from.clone(), hello, out);
+                    let req = self.seal(
+                        Kind::PeerRequest {
+                            max: self.cfg.peer_list_max as u16,
+                        },
+                        0,
+                        wall_ms,
+                    );
+                    self.send(from.clone(), req, out);
+                    // compare catalogs on first contact
+                    let hb = self.seal(
+                        Kind::Heartbeat {
+                            catalog_len: self.catalog.0,
+                            catalog_xor: self.catalog.1,
+                        },
+                        0,
+                        wall_ms,
+                    );
+                    self.send(from.clone(), hb, out);
+                }
+            }
+            Kind::PeerAnnouncement(info) | Kind::PeerUpdate(info) => self.set_info(info, fresh),
+            Kind::PeerRequest { max } => {
+                let n = (*max as usize).min(self.cfg.peer_list_max);
+                // only what nodes said about themselves; silent nodes carry no address
+                let mut list: Vec<PeerInfo> = vec![self.me.clone()];
+                list.extend(
+                    self.peers
+                        .values()
+                        .filter_map(|p| p.info.clone())
+                        .filter(|i| i.node != m.origin)
+                        .take(n.saturating_sub(1)),
+                );
+                let resp = self.seal(Kind::PeerListResponse(list), 0, wall_ms);
+                self.send(from.clone(), resp, out);
+            }
+            Kind::PeerListResponse(list) => {
+                for info in list {
+                    if info.node == self.me.node {
+                        continue;
+                    }
+                    let known_neighbour = self.neighbours.values().any(|n| n.node == info.node);
+                    if !known_neighbour {
+                        out.extend(info.addrs.iter().map(|a| OutEvent::Dial(*a)));
+                    }
+                    let p = self.peers.entry(info.node).or_insert_with(|| Peer {
+                        info: None,
+                        discovered_at: now,
+                        last_seen: now,
+                        last_seq: 0,
+                        catalog: (0, 0),
+                    });
+                    p.info.get_or_insert_with(|| info.clone());
+                }
+            }
+            Kind::Heartbeat {
+                catalog_len,
+                catalog_xor,
+            } => {
+                if fresh && let Some(p) = self.peers.get_mut(&m.origin) {
+                    p.catalog = (*catalog_len, *catalog_xor);
+                }
+                let direct = self
+                    .neighbours
+                    .get(&from)
+                    .is_some_and(|n| n.node == m.origin);
+                if direct && (*catalog_len, *catalog_xor) != self.catalog {
+                    let n = self.neighbours.get_mut(&from).expect("checked above");
+                    // at most one request per neighbour per second: replies are in flight
+                    if n.last_reconcile.is_none_or(|t| now >= t + 1000) {
+                        n.last_reconcile = Some(now);
+                        self.stats.reconciles += 1;
+                        out.push(OutEvent::Reconcile(from.clone()));
+                    }
+                }
+            }
+            Kind::CatalogChange { ids } => {
+                out.push(OutEvent::CatalogChange {
+                    origin: m.origin,
+                    ids: ids.clone(),
+                    via: from.clone(),
+                });
+            }
+        }
+        if forward && let Some(fwd) = Datagram::forwarded(bytes) {
+            let candidates: Vec<A> = self
+                .neighbours
+                .iter()
+                .filter(|(a, n)| **a != from && n.node != m.origin)
+                .map(|(a, _)| a.clone())
+                .collect();
+            let chosen: Vec<A> = candidates
+                .choose_multiple(&mut self.rng, self.cfg.fanout)
+                .cloned()
+                .collect();
+            for a in chosen {
+                self.send(a, fwd.clone(), out);
+            }
+        }
+    }
+
+    fn set_info(&mut self, info: &PeerInfo, fresh: bool) {
+        if let Some(p) = self.peers.get_mut(&info.node)
+            && (fresh || p.info.is_none())
+        {
+            p.info = Some(info.clone());
+        }
+    }
+
+    fn on_tick(&mut self, now: u64, wall_ms: i64, out: &mut Vec<OutEvent<A>>) {
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.cfg.heartbeat_ms;
+            let (catalog_len, catalog_xor) = self.catalog;
+            self.originate(
+                Kind::Heartbeat {
+                    catalog_len,
+                    catalog_xor,
+                },
+                wall_ms,
+                out,
+            );
+        }
+        let expiry = self.cfg.expiry_ms;
+        let gone: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.last_seen + expiry < now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.peers.remove(&id);
+            out.push(OutEvent::PeerLeft(id));
+        }
+        self.neighbours.retain(|_, n| n.last_heard + expiry >= now);
+        out.push(OutEvent::NextTick(self.next_heartbeat.min(now + 5_000)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gossip::sim::HashCrypto;
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+
+    type Core = Gossip<u32, SmallRng, HashCrypto>;
+
+    fn core(n: u8, broadcast: bool) -> Core {
+        let id = NodeId([n; 32]);
+        let addrs = if broadcast {
+            vec![format!("192.0.2.{n}:8080").parse().unwrap()]
+        } else {
+            vec![]
+        };
+        let me = PeerInfo {
+            node: id,
+            name: format!("N0CALL-{n}"),
+            addrs,
+            is_bootstrap: broadcast,
+        };
+        Gossip::new(
+            Config::default(),
+            HashCrypto(id),
+            SmallRng::seed_from_u64(n as u64),
+            me,
+            0,
+        )
+    }
+
+    fn sends(out: &[OutEvent<u32>]) -> Vec<(u32, Vec<u8>)> {
+        out.iter()
+            .filter_map(|e| {
+                if let OutEvent::Send { to, bytes } = e {
+                    Some((*to, bytes.clone()))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Delivers everything until quiet between cores indexed by their link number.
+    fn pump(cores: &mut [Core], first: Vec<(u32, u32, Vec<u8>)>) -> Vec<OutEvent<u32>> {
+        let mut queue: VecDeque<(u32, u32, Vec<u8>)> = first.into();
+        let mut other = Vec::new();
+        while let Some((from, to, bytes)) = queue.pop_front() {
+            let out = cores[to as usize].handle(InEvent::Recv { from, bytes }, 1, 1);
+            for e in out {
+                match e {
+                    OutEvent::Send { to: t, bytes } => queue.push_back((to, t, bytes)),
+                    e => other.push(e),
+                }
+            }
+        }
+        other
+    }
+
+    #[test]
+    fn hello_makes_neighbours_and_peer_lists_respect_the_ip_rule() {
+        let mut c = vec![core(0, true), core(1, false), core(2, true)];
+        // 1 meets 0 and 2 (1 is silent)
+        for target in [0u32, 2] {
+            let out = c[1].handle(InEvent::LinkUp(target), 0, 0);
+            let first: Vec<_> = sends(&out).into_iter().map(|(to, b)| (1, to, b)).collect();
+            pump(&mut c, first);
+        }
+        assert_eq!(c[1].neighbours().count(), 2);
+        assert_eq!(c[0].neighbours().count(), 1);
+        assert!(c[0].peers().contains_key(&NodeId([1; 32])));
+        // node 0 asks 1 for peers: it learns 2 (broadcasting, with address) and 1 without any address
+        let req = c[0].seal(Kind::PeerRequest { max: 8 }, 0, 1);
+        let out = c[1].handle(
+            InEvent::Recv {
+                from: 0,
+                bytes: req,
+            },
+            2,
+            2,
+        );
+        let (_, resp) = sends(&out).pop().unwrap();
+        let m = Datagram::parse(&resp)
+            .unwrap()
+            .open_with(|o, b, s| HashCrypto(*o).verify(o, b, s))
+            .unwrap();
+        let Kind::PeerListResponse(list) = m.kind else {
+            panic!()
+        };
+        let one = list.iter().find(|p| p.node == NodeId([1; 32])).unwrap();
+        assert!(
+            one.addrs.is_empty(),
+            "a silent node's address never travels"
+        );
+        let two = list.iter().find(|p| p.node == NodeId([2; 32])).unwrap();
+        assert_eq!(two.addrs.len(), 1);
+        // the answer makes 0 dial 2
+        let dials = c[0].handle(
+            InEvent::Recv {
+                from: 1,
+                bytes: resp,
+            },
+            3,
+            3,
+        );
+        assert!(dials.contains(&OutEvent::Dial("192.0.2.2:8080".parse().unwrap())));
+    }
+
+    #[test]
+    fn duplicates_forgeries_and_future_messages_are_dropped_and_counted() {
+        let mut a = core(0, false);
+        let mut b = core(1, false);
+        let hello = sends(&a.handle(InEvent::LinkUp(1), 0, 0)).pop().unwrap().1;
+        b.handle(
+            InEvent::Recv {
+                from: 0,
+                bytes: hello.clone(),
+            },
+            0,
+            0,
+        );
+        b.handle(
+            InEvent::Recv {
+                from: 0,
+                bytes: hello.clone(),
+            },
+            0,
+            0,
+        );
+        assert_eq!(b.stats.dropped_duplicate, 1);
+        let mut forged = hello.clone();
+        *forged.last_mut().unwrap() ^= 0x55;
+        b.handle(
+            InEvent::Recv {
+                from: 0,
+                bytes: forged,
+            },
+            0,
+            0,
+        );
+        b.handle(
+            InEvent::Recv {
+                from: 0,
+                bytes: vec![1, 2, 3],
+            },
+            0,
+            0,
+        );
+        assert_eq!(b.stats.dropped_invalid, 2);
+        let future = a.seal(
+            Kind::Heartbeat {
+                catalog_len: 0,
+                catalog_xor: 0,
+            },
+            3,
+            10_000_000,
+        );
+        b.handle(
+            InEvent::Recv {
+                from: 0,
+                bytes: future,
+            },
+            0,
+            0,
+        );
+        assert_eq!(b.stats.dropped_future, 1);
+    }
+
+    #[test]
+    fn differing_catalog_on_a_direct_heartbeat_asks_for_reconciliation() {
+        let mut c = vec![core(0, false), core(1, false)];
+        let out = c[0].handle(InEvent::LinkUp(1), 0, 0);
+        pump(
+            &mut c,
+            sends(&out).into_iter().map(|(to, b)| (0, to, b)).collect(),
+        );
+        let out = c[0].handle(
+            InEvent::Catalog {
+                len: 1,
+                xor: 7,
+                ids: vec![[9; 32]],
+                tell_neighbours: true,
+            },
+            2,
+            2,
+        );
+        let other = pump(
+            &mut c,
+            sends(&out).into_iter().map(|(to, b)| (0, to, b)).collect(),
+        );
+        assert!(
+            other
+                .iter()
+                .any(|e| matches!(e, OutEvent::CatalogChange { ids, .. } if ids == &vec![[9; 32]]))
+        );
+        assert!(other.contains(&OutEvent::Reconcile(0)), "{other:?}");
+    }
+
+    #[test]
+    fn silent_peers_expire() {
+        let mut c = vec![core(0, false), core(1, false)];
+        let out = c[0].handle(InEvent::LinkUp(1), 0, 0);
+        pump(
+            &mut c,
+            sends(&out).into_iter().map(|(to, b)| (0, to, b)).collect(),
+        );
+        assert!(c[1].peers().contains_key(&NodeId([0; 32])));
+        let out = c[1].handle(InEvent::Tick, 200_000, 200_000);
+        assert!(out.contains(&OutEvent::PeerLeft(NodeId([0; 32]))));
+        assert_eq!(c[1].neighbours().count(), 0);
+    }
+}
