@@ -43,6 +43,22 @@ cargo clippy --locked --all-targets -- -D warnings
 step "build (once)"
 cargo build --locked --all-targets
 
+step "fuzz (bounded, 20 s per decoder)"
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    if ! command -v cargo-fuzz >/dev/null && ! cargo install cargo-fuzz --locked -q; then
+        echo "SKIP fuzz: cargo-fuzz could not be installed"
+    fi
+    if command -v cargo-fuzz >/dev/null; then
+        for t in gossip_datagram content_url; do
+            mkdir -p "target/fuzz-corpus/$t"
+            cargo +nightly fuzz run --fuzz-dir tests/fuzz "$t" "target/fuzz-corpus/$t" "tests/fuzz/seeds/$t" \
+                -- -max_total_time=20 2>&1 | tail -n 2
+        done
+    fi
+else
+    echo "SKIP fuzz: no nightly toolchain (rustup toolchain install nightly; cargo install cargo-fuzz)"
+fi
+
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     # nextest does not run doctests; run them first so its summary closes the log
