@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{TestNode, data, http, raw};
-use meshnode::api::client::{ClientError, PublishOptions};
+use common::{TestNode, data, expect_api_error, http, opts, raw};
+use meshnode::api::client::PublishOptions;
 use meshnode::cache::blobs::CHUNK_SIZE;
 
 #[tokio::test]
@@ -142,9 +142,8 @@ async fn unknown_url_gets_404_listing_what_exists() {
     n.publish_with(
         b"secret",
         PublishOptions {
-            path: "/diary.txt".into(),
             access: Some("private".into()),
-            ..Default::default()
+            ..opts("/diary.txt")
         },
     )
     .await;
@@ -195,9 +194,8 @@ async fn private_content_only_through_the_control_socket() {
     n.publish_with(
         b"secret",
         PublishOptions {
-            path: "/diary.txt".into(),
             access: Some("private".into()),
-            ..Default::default()
+            ..opts("/diary.txt")
         },
     )
     .await;
@@ -396,13 +394,7 @@ async fn bad_publish_arguments_are_refused_and_nothing_is_written() {
             "invalid tag",
         ),
     ] {
-        match n.ctl.publish_bytes(&b"data"[..], &opts).await {
-            Err(ClientError::Api {
-                status: 400,
-                message,
-            }) => assert!(message.contains(want), "{message}"),
-            other => panic!("{opts:?}: {other:?}"),
-        }
+        expect_api_error(n.ctl.publish_bytes(&b"data"[..], &opts).await, 400, want);
     }
     assert_eq!(
         n.ctl.get("/api/v1/status").await.unwrap()["store"]["entries"],
@@ -458,19 +450,18 @@ async fn versions_rise_and_remove_pin_work() {
     assert_eq!(blobs(&n), 0);
     // re-published after removal: the version keeps rising
     assert_eq!(n.publish("/v", b"three").await["version"], 3);
-    match n
-        .ctl
-        .with_url(
-            hyper::Method::DELETE,
-            "/api/v1/content",
-            "http://n0call.radio/nope",
-            &[],
-        )
-        .await
-    {
-        Err(ClientError::Api { status: 404, .. }) => {}
-        other => panic!("{other:?}"),
-    }
+    expect_api_error(
+        n.ctl
+            .with_url(
+                hyper::Method::DELETE,
+                "/api/v1/content",
+                "http://n0call.radio/nope",
+                &[],
+            )
+            .await,
+        404,
+        "",
+    );
     n.daemon.shutdown().await.unwrap();
 }
 

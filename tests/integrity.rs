@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{TestNode, data};
-use meshnode::api::client::{ClientError, PublishOptions};
+use common::{TestNode, data, expect_api_error, opts};
 use meshnode::cache::blobs::{BlobDir, CHUNK_SIZE};
 use meshnode::catalog::{Access, ContentHash, ContentUrl, Priority};
 use meshnode::node::{Callsign, NodeId};
@@ -153,44 +152,17 @@ async fn publish_that_cannot_fit_gets_507_and_writes_nothing() {
     let before = std::fs::read_dir(n.state_dir().join("blobs"))
         .unwrap()
         .count();
-    match n
-        .ctl
-        .publish_bytes(
-            data(30_000, 2),
-            &PublishOptions {
-                path: "/b".into(),
-                ..Default::default()
-            },
-        )
-        .await
-    {
-        Err(ClientError::Api {
-            status: 507,
-            message,
-        }) => assert!(message.contains("not enough storage"), "{message}"),
-        other => panic!("{other:?}"),
-    }
+    expect_api_error(
+        n.ctl.publish_bytes(data(30_000, 2), &opts("/b")).await,
+        507,
+        "not enough storage",
+    );
     // larger than the whole quota: refused before reading the body
-    match n
-        .ctl
-        .publish_bytes(
-            data(70_000, 3),
-            &PublishOptions {
-                path: "/c".into(),
-                ..Default::default()
-            },
-        )
-        .await
-    {
-        Err(ClientError::Api {
-            status: 507,
-            message,
-        }) => assert!(
-            message.contains("exceed the whole store quota"),
-            "{message}"
-        ),
-        other => panic!("{other:?}"),
-    }
+    expect_api_error(
+        n.ctl.publish_bytes(data(70_000, 3), &opts("/c")).await,
+        507,
+        "exceed the whole store quota",
+    );
     let st = n.ctl.get("/api/v1/status").await.unwrap();
     assert_eq!(st["store"]["entries"], 1);
     assert_eq!(st["store"]["used_bytes"], 40_000);
@@ -348,21 +320,17 @@ async fn reload_applies_valid_changes_and_refuses_a_broken_file() {
     );
 
     std::fs::write(&path, format!("{good}[store]\nmax_bytes = \"lots\"\n")).unwrap();
-    match n
-        .ctl
-        .call(
-            hyper::Method::POST,
-            "/api/v1/reload",
-            meshnode::api::full(""),
-        )
-        .await
-    {
-        Err(ClientError::Api {
-            status: 422,
-            message,
-        }) => assert!(message.contains("meshnode.toml:9:13"), "{message}"),
-        other => panic!("{other:?}"),
-    }
+    expect_api_error(
+        n.ctl
+            .call(
+                hyper::Method::POST,
+                "/api/v1/reload",
+                meshnode::api::full(""),
+            )
+            .await,
+        422,
+        "meshnode.toml:9:13",
+    );
     assert_eq!(
         n.ctl.get("/api/v1/status").await.unwrap()["store"]["max_bytes"],
         1u64 << 30,
@@ -431,20 +399,11 @@ async fn repairing_a_shared_blob_heals_every_url_and_keeps_the_quota() {
     assert_eq!(st["store"]["quarantined"], 0);
     assert_eq!(st["store"]["used_bytes"], 30_000);
     // own content is never evicted: 80 KB more cannot fit, and the quota holds
-    match n
-        .ctl
-        .publish_bytes(
-            data(80_000, 13),
-            &PublishOptions {
-                path: "/c".into(),
-                ..Default::default()
-            },
-        )
-        .await
-    {
-        Err(ClientError::Api { status: 507, .. }) => {}
-        other => panic!("{other:?}"),
-    }
+    expect_api_error(
+        n.ctl.publish_bytes(data(80_000, 13), &opts("/c")).await,
+        507,
+        "",
+    );
     assert!(
         n.ctl.get("/api/v1/status").await.unwrap()["store"]["used_bytes"]
             .as_u64()

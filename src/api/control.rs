@@ -6,7 +6,7 @@ use hyper::body::Incoming;
 use hyper::header;
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::{ApiError, App, Body, Caller, json, query};
+use super::{ApiError, App, Body, Caller, json, param, query};
 use crate::cache::blobs::Ingested;
 use crate::catalog::{self, Access, ContentUrl, Priority};
 use crate::store::PublishMeta;
@@ -29,7 +29,7 @@ pub fn handles(method: &Method, path: &str) -> bool {
 /// Runs a control request (one that [`handles`] accepted).
 pub async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let q = query(&req);
-    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let get = |k: &str| param(&q, k).map(String::from);
     let need_url = || -> Result<String, ApiError> {
         let raw = get("url").ok_or_else(|| ApiError::bad_request("missing ?url="))?;
         Ok(ContentUrl::parse(&raw)
@@ -91,7 +91,7 @@ pub async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body
 
 /// Reads what a publish says about the content (everything but the bytes).
 fn publish_meta(app: &App, q: &[(String, String)]) -> Result<PublishMeta, ApiError> {
-    let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| param(q, k);
     let path = get("path").ok_or_else(|| {
         ApiError::bad_request("missing ?path= (the URL path to publish under, e.g. /index.html)")
     })?;

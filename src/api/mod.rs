@@ -255,7 +255,7 @@ impl App {
     }
 
     fn catalog(&self, caller: Caller, q: &[(String, String)]) -> Result<CatalogBody, ApiError> {
-        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let get = |k: &str| param(q, k);
         let limit: usize = get("limit")
             .map(str::parse)
             .transpose()
@@ -418,6 +418,11 @@ fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
     form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
         .into_owned()
         .collect()
+}
+
+/// The first value of query parameter `k`.
+fn param<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 
 fn wants_json(req: &Request<Incoming>) -> bool {

@@ -587,6 +587,17 @@ mod tests {
             .collect()
     }
 
+    /// Delivers what core `from` sent (and everything that follows) until quiet.
+    fn deliver(cores: &mut [Core], from: u32, out: &[OutEvent<u32>]) -> Vec<OutEvent<u32>> {
+        pump(
+            cores,
+            sends(out)
+                .into_iter()
+                .map(|(to, b)| (from, to, b))
+                .collect(),
+        )
+    }
+
     /// Delivers everything until quiet between cores indexed by their link number.
     fn pump(cores: &mut [Core], first: Vec<(u32, u32, Vec<u8>)>) -> Vec<OutEvent<u32>> {
         let mut queue: VecDeque<(u32, u32, Vec<u8>)> = first.into();
@@ -609,8 +620,7 @@ mod tests {
         // 1 meets 0 and 2 (1 is silent)
         for target in [0u32, 2] {
             let out = c[1].handle(InEvent::LinkUp(target), 0, 0);
-            let first: Vec<_> = sends(&out).into_iter().map(|(to, b)| (1, to, b)).collect();
-            pump(&mut c, first);
+            deliver(&mut c, 1, &out);
         }
         assert_eq!(c[1].neighbours().count(), 2);
         assert_eq!(c[0].neighbours().count(), 1);
@@ -716,10 +726,7 @@ mod tests {
     fn differing_catalog_on_a_direct_heartbeat_asks_for_reconciliation() {
         let mut c = vec![core(0, false), core(1, false)];
         let out = c[0].handle(InEvent::LinkUp(1), 0, 0);
-        pump(
-            &mut c,
-            sends(&out).into_iter().map(|(to, b)| (0, to, b)).collect(),
-        );
+        deliver(&mut c, 0, &out);
         let out = c[0].handle(
             InEvent::Catalog {
                 len: 1,
@@ -730,10 +737,7 @@ mod tests {
             2,
             2,
         );
-        let other = pump(
-            &mut c,
-            sends(&out).into_iter().map(|(to, b)| (0, to, b)).collect(),
-        );
+        let other = deliver(&mut c, 0, &out);
         assert!(
             other
                 .iter()
@@ -746,10 +750,7 @@ mod tests {
     fn silent_peers_expire() {
         let mut c = vec![core(0, false), core(1, false)];
         let out = c[0].handle(InEvent::LinkUp(1), 0, 0);
-        pump(
-            &mut c,
-            sends(&out).into_iter().map(|(to, b)| (0, to, b)).collect(),
-        );
+        deliver(&mut c, 0, &out);
         assert!(c[1].peers().contains_key(&NodeId([0; 32])));
         let out = c[1].handle(InEvent::Tick, 200_000, 200_000);
         assert!(out.contains(&OutEvent::PeerLeft(NodeId([0; 32]))));

@@ -289,7 +289,7 @@ impl Sim {
                 OutEvent::CatalogChange { ids, via, .. } => {
                     let missing: Vec<Id> = ids
                         .into_iter()
-                        .filter(|id| !self.nodes[i as usize].catalog.iter().any(|x| x == id))
+                        .filter(|id| !self.nodes[i as usize].catalog.contains(id))
                         .collect();
                     if !missing.is_empty() {
                         let at = now + 2 * self.link_latency(i, via);

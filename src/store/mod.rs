@@ -149,6 +149,25 @@ pub struct View {
     max_bytes: AtomicU64,
 }
 
+impl View {
+    fn get(&self, url: &str) -> Option<Arc<LiveEntry>> {
+        self.entries
+            .read()
+            .expect("view lock poisoned")
+            .get(url)
+            .cloned()
+    }
+
+    /// Every live entry that names `hash`.
+    fn with_hash(&self, hash: &ContentHash) -> Vec<Arc<LiveEntry>> {
+        let g = self.entries.read().expect("view lock poisoned");
+        g.values()
+            .filter(|e| e.entry.hash == *hash)
+            .cloned()
+            .collect()
+    }
+}
+
 /// Store figures for status pages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct StoreStats {
@@ -275,12 +294,7 @@ impl StoreHandle {
 
     /// A live entry by canonical URL.
     pub fn get(&self, url: &str) -> Option<Arc<LiveEntry>> {
-        self.view
-            .entries
-            .read()
-            .expect("view lock poisoned")
-            .get(url)
-            .cloned()
+        self.view.get(url)
     }
 
     /// All live entries, sorted by URL.
@@ -512,22 +526,11 @@ impl Actor {
     }
 
     fn get(&self, url: &str) -> Option<Arc<LiveEntry>> {
-        self.view
-            .entries
-            .read()
-            .expect("view lock poisoned")
-            .get(url)
-            .cloned()
+        self.view.get(url)
     }
 
     fn refcount(&self, hash: &ContentHash) -> usize {
-        self.view
-            .entries
-            .read()
-            .expect("view lock poisoned")
-            .values()
-            .filter(|e| e.entry.hash == *hash)
-            .count()
+        self.view.with_hash(hash).len()
     }
 
     /// Plans eviction of `need` bytes. Every entry takes part so blob
@@ -797,15 +800,7 @@ impl Actor {
         if let Some(m) = self.blobs_meta.get_mut(&hash) {
             m.quarantined = true;
         }
-        let affected: Vec<Arc<LiveEntry>> = self
-            .view
-            .entries
-            .read()
-            .expect("view lock poisoned")
-            .values()
-            .filter(|e| e.entry.hash == hash)
-            .cloned()
-            .collect();
+        let affected = self.view.with_hash(&hash);
         let mut urls = Vec::new();
         for old in affected {
             let mut e = old.entry.clone();

@@ -142,6 +142,11 @@ impl IdSet {
         self.ids.insert(id)
     }
 
+    /// Is `id` in the set?
+    pub fn contains(&self, id: &Id) -> bool {
+        self.ids.contains(id)
+    }
+
     /// Removes an id.
     pub fn remove(&mut self, id: &Id) -> bool {
         self.ids.remove(id)

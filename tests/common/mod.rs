@@ -287,3 +287,25 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// Asserts that a control request failed with `status` and a message containing `needle`.
+pub fn expect_api_error<T: std::fmt::Debug>(
+    r: Result<T, meshnode::api::client::ClientError>,
+    status: u16,
+    needle: &str,
+) {
+    match r {
+        Err(meshnode::api::client::ClientError::Api { status: s, message }) if s == status => {
+            assert!(message.contains(needle), "{message:?} lacks {needle:?}")
+        }
+        other => panic!("expected HTTP {status} ({needle}), got {other:?}"),
+    }
+}
+
+/// Publish options with just a path.
+pub fn opts(path: &str) -> PublishOptions {
+    PublishOptions {
+        path: path.into(),
+        ..Default::default()
+    }
+}
