@@ -162,6 +162,18 @@ pub struct Peer {
     pub catalog: (u32, u64),
 }
 
+impl Peer {
+    fn first_heard(now: u64) -> Self {
+        Self {
+            info: None,
+            discovered_at: now,
+            last_seen: now,
+            last_seq: 0,
+            catalog: (0, 0),
+        }
+    }
+}
+
 /// Counters of every branch, for metrics and the simulator.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -368,13 +380,10 @@ impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
         }
         // peer table: newer state only
         let fresh = {
-            let p = self.peers.entry(m.origin).or_insert_with(|| Peer {
-                info: None,
-                discovered_at: now,
-                last_seen: now,
-                last_seq: 0,
-                catalog: (0, 0),
-            });
+            let p = self
+                .peers
+                .entry(m.origin)
+                .or_insert_with(|| Peer::first_heard(now));
             let fresh = m.seq > p.last_seq;
             if fresh {
                 p.last_seq = m.seq;
@@ -451,13 +460,10 @@ impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
                     if !known_neighbour {
                         out.extend(info.addrs.iter().map(|a| OutEvent::Dial(*a)));
                     }
-                    let p = self.peers.entry(info.node).or_insert_with(|| Peer {
-                        info: None,
-                        discovered_at: now,
-                        last_seen: now,
-                        last_seq: 0,
-                        catalog: (0, 0),
-                    });
+                    let p = self
+                        .peers
+                        .entry(info.node)
+                        .or_insert_with(|| Peer::first_heard(now));
                     p.info.get_or_insert_with(|| info.clone());
                 }
             }
