@@ -26,6 +26,7 @@ pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod daemon;
+pub mod discovery;
 pub mod gossip;
 pub mod identity;
 pub mod node;

@@ -59,6 +59,188 @@ pub struct Config {
     /// `[store]`: content store limits and upkeep.
     #[serde(default)]
     pub store: StoreConfig,
+    /// `[discovery]`: how this node finds peers and what it tells them.
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
+    /// `[gossip]`: membership and dissemination tunables.
+    #[serde(default)]
+    pub gossip: GossipConfig,
+    /// `[sync]`: catalog reconciliation, conflicts and replication.
+    #[serde(default)]
+    pub sync: SyncConfig,
+}
+
+/// `host:port` of a peer's HTTP listener (a name or an address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr(pub String);
+
+impl PeerAddr {
+    /// Checks the `host:port` shape (the host is resolved when dialled).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (host, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not host:port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err(format!("{s:?}: missing or bad host"));
+        }
+        match port.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(PeerAddr(s.to_string())),
+            _ => Err(format!("{s:?}: port must be 1-65535")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        PeerAddr::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[discovery]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// Announce and browse `_meshnode._tcp` by mDNS on the local links.
+    #[serde(default = "yes")]
+    pub mdns: bool,
+    /// Interfaces for mDNS; empty = every interface except the one holding
+    /// the default route (the uplink).
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Bootstrap nodes (`host:port` of their HTTP listener) to register with
+    /// and ask for peers.
+    #[serde(default)]
+    pub bootstrap: Vec<PeerAddr>,
+    /// Peers dialled directly and kept dialled (`host:port`).
+    #[serde(default)]
+    pub static_peers: Vec<PeerAddr>,
+    /// Opt in to having this node's addresses carried beyond its own link
+    /// (in gossip and bootstrap answers), and to serving as a bootstrap node.
+    #[serde(default)]
+    pub broadcast: bool,
+    /// How long a bootstrap registration lives unless renewed.
+    #[serde(default = "default_registration_ttl")]
+    pub registration_ttl: DurationStr,
+    /// Base period for re-dialling known peers that are not connected;
+    /// each attempt is jittered by ±50 % so a healed partition is not hit
+    /// by every node at once.
+    #[serde(default = "default_redial_interval")]
+    pub redial_interval: DurationStr,
+}
+
+/// `[gossip]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GossipConfig {
+    /// Neighbours each node forwards a new message to.
+    #[serde(default = "default_fanout")]
+    pub fanout: u8,
+    /// Hop limit of a gossip message.
+    #[serde(default = "default_ttl")]
+    pub ttl: u8,
+    /// Heartbeat period.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_interval: DurationStr,
+    /// A peer not heard from for this long is dropped from the peer table.
+    #[serde(default = "default_peer_expiry")]
+    pub peer_expiry: DurationStr,
+    /// Messages dated further than this ahead of our clock are dropped.
+    #[serde(default = "default_max_clock_skew")]
+    pub max_clock_skew: DurationStr,
+}
+
+/// `[sync]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// On a conflict (two origins, same URL, same version), keep the losing
+    /// version reachable at a derived URL instead of hiding it.
+    #[serde(default)]
+    pub keep_both: bool,
+    /// Requests across the mesh after which a popular (priority 2) item is
+    /// copied to this node.
+    #[serde(default = "default_popular_threshold")]
+    pub popular_threshold: u32,
+    /// Reconcile with every neighbour at least this often, even when
+    /// heartbeats agree.
+    #[serde(default = "default_reconcile_interval")]
+    pub reconcile_interval: DurationStr,
+    /// Chunk downloads in flight per transfer (spread over the peers that hold it).
+    #[serde(default = "default_parallel_chunks")]
+    pub parallel_chunks: u8,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_registration_ttl() -> DurationStr {
+    DurationStr(Duration::from_secs(300))
+}
+fn default_redial_interval() -> DurationStr {
+    DurationStr(Duration::from_secs(30))
+}
+fn default_fanout() -> u8 {
+    3
+}
+fn default_ttl() -> u8 {
+    8
+}
+fn default_heartbeat() -> DurationStr {
+    DurationStr(Duration::from_secs(30))
+}
+fn default_peer_expiry() -> DurationStr {
+    DurationStr(Duration::from_secs(95))
+}
+fn default_max_clock_skew() -> DurationStr {
+    DurationStr(Duration::from_secs(300))
+}
+fn default_popular_threshold() -> u32 {
+    10
+}
+fn default_reconcile_interval() -> DurationStr {
+    DurationStr(Duration::from_secs(300))
+}
+fn default_parallel_chunks() -> u8 {
+    4
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            mdns: true,
+            interfaces: Vec::new(),
+            bootstrap: Vec::new(),
+            static_peers: Vec::new(),
+            broadcast: false,
+            registration_ttl: default_registration_ttl(),
+            redial_interval: default_redial_interval(),
+        }
+    }
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self {
+            fanout: default_fanout(),
+            ttl: default_ttl(),
+            heartbeat_interval: default_heartbeat(),
+            peer_expiry: default_peer_expiry(),
+            max_clock_skew: default_max_clock_skew(),
+        }
+    }
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self {
+            keep_both: false,
+            popular_threshold: default_popular_threshold(),
+            reconcile_interval: default_reconcile_interval(),
+            parallel_chunks: default_parallel_chunks(),
+        }
+    }
 }
 
 /// `[node]`
@@ -236,6 +418,15 @@ impl Config {
         if self.http.control_socket != new.http.control_socket {
             keys.push("http.control_socket");
         }
+        if self.discovery != new.discovery {
+            keys.push("discovery");
+        }
+        if self.gossip != new.gossip {
+            keys.push("gossip");
+        }
+        if self.sync != new.sync {
+            keys.push("sync");
+        }
         keys
     }
 }
@@ -323,6 +514,23 @@ mod tests {
         assert_eq!(c.node.state_dir, default_state_dir());
         assert_eq!(c.http, HttpConfig::default());
         assert_eq!(c.store, StoreConfig::default());
+        assert_eq!(c.discovery, DiscoveryConfig::default());
+        assert_eq!(c.gossip, GossipConfig::default());
+        assert_eq!(c.sync, SyncConfig::default());
+    }
+
+    #[test]
+    fn peer_addresses_are_checked() {
+        let (line, _, msg) =
+            err("[node]\ncallsign = \"N0CALL\"\n[discovery]\nbootstrap = [\"10.0.0.1\"]\n");
+        assert_eq!(line, 4);
+        assert!(msg.contains("host:port"), "{msg}");
+        let c = parse(
+            "[node]\ncallsign = \"N0CALL\"\n[discovery]\nstatic_peers = [\"hilltop.local:8080\", \"[fd00::1]:8080\"]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.discovery.static_peers.len(), 2);
     }
 
     #[test]

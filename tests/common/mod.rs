@@ -14,11 +14,18 @@ use meshnode::config::{self, Config};
 use meshnode::daemon::{Daemon, Source};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A config for a test node in `dir`, listening on an ephemeral port.
+/// A config for a test node in `dir`, listening on an ephemeral port. mDNS
+/// is off unless `extra` has its own `[discovery]` section: tests never
+/// multicast on the build machine's own interfaces.
 pub fn test_config(dir: &Path, extra: &str) -> String {
+    let discovery = if extra.contains("[discovery]") {
+        ""
+    } else {
+        "[discovery]\nmdns = false\n"
+    };
     format!(
         "[node]\ncallsign = \"N0CALL\"\nlabel = \"test\"\nstate_dir = \"{state}\"\n\
-         [http]\nlisten = [\"127.0.0.1:0\"]\ncontrol_socket = \"{sock}\"\n{extra}",
+         [http]\nlisten = [\"127.0.0.1:0\"]\ncontrol_socket = \"{sock}\"\n{discovery}{extra}",
         state = dir.join("state").display(),
         sock = dir.join("control.sock").display(),
     )

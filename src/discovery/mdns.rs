@@ -1,0 +1,1 @@
+//! mDNS announce and browse (being written).
