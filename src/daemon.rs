@@ -112,7 +112,8 @@ impl Daemon {
         std::fs::create_dir_all(&state_dir)
             .with_context(|| format!("creating state_dir {}", state_dir.display()))?;
         restrict(&state_dir);
-        let identity = Identity::load_or_create(&state_dir).context("loading the node key")?;
+        let identity =
+            Arc::new(Identity::load_or_create(&state_dir).context("loading the node key")?);
         let store = store::spawn(&state_dir, cfg.store.max_bytes.0, identity.node_id())
             .with_context(|| format!("opening the store in {}", state_dir.display()))?;
         let reader = ContentReader::new(store.clone(), cfg.store.memory_cache.0);
@@ -123,6 +124,19 @@ impl Daemon {
             .map(|l| l.local_addr())
             .collect::<Result<_, _>>()?;
         let (reload_tx, reload_rx) = mpsc::channel(RELOAD_CAP);
+        let (ingress, background) = (CancellationToken::new(), CancellationToken::new());
+        let (servers, tasks) = (TaskTracker::new(), TaskTracker::new());
+        let mesh = crate::mesh::spawn(
+            crate::mesh::MeshParams {
+                cfg: cfg.clone(),
+                identity: identity.clone(),
+                store: store.clone(),
+                http_listen: listen.clone(),
+                cancel: background.child_token(),
+            },
+            &tasks,
+        )
+        .await?;
         let app = Arc::new(App {
             node: NodeInfo {
                 name: cfg.node_name(),
@@ -135,9 +149,8 @@ impl Daemon {
             counters: Default::default(),
             started: Instant::now(),
             listen: listen.clone(),
+            mesh,
         });
-        let (ingress, background) = (CancellationToken::new(), CancellationToken::new());
-        let (servers, tasks) = (TaskTracker::new(), TaskTracker::new());
         for l in tcp {
             servers.spawn(api::server::serve_tcp(
                 l,

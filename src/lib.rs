@@ -29,6 +29,7 @@ pub mod daemon;
 pub mod discovery;
 pub mod gossip;
 pub mod identity;
+pub mod mesh;
 pub mod node;
 pub mod store;
 pub mod sync;

@@ -196,6 +196,7 @@ async fn insert_foreign(
     let mut w = store.blobs().begin().unwrap();
     w.write(body).unwrap();
     let meta = PublishMeta {
+        version_floor: 0,
         url: ContentUrl::new(Callsign::parse("W1AW").unwrap(), path).unwrap(),
         content_type: None,
         priority,
@@ -329,7 +330,7 @@ async fn reload_applies_valid_changes_and_refuses_a_broken_file() {
             )
             .await,
         422,
-        "meshnode.toml:9:13",
+        "meshnode.toml:11:13",
     );
     assert_eq!(
         n.ctl.get("/api/v1/status").await.unwrap()["store"]["max_bytes"],

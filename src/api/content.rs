@@ -93,13 +93,35 @@ pub async fn serve(
     };
     let key = url.to_string();
     // private and (for outsiders) community content: not found, not even "forbidden"
-    let Some(live) = app
-        .store
-        .get(&key)
-        .filter(|e| caller.may_read(e.fields().access))
-    else {
-        return not_found(app, caller, req, &key);
+    let readable = |app: &App| {
+        app.store
+            .get(&key)
+            .filter(|e| caller.may_read(e.fields().access))
     };
+    let live = match readable(app) {
+        Some(l) => l,
+        None if mesh_knows(app, caller, &key) => {
+            // standard items are cached where they are read: pull it from peers now
+            app.mesh.requested(&key);
+            match app.mesh.fetch_now(&key, FETCH_WAIT).await {
+                Ok(()) => match readable(app) {
+                    Some(l) => l,
+                    None => return not_found(app, caller, req, &key),
+                },
+                Err(e) => {
+                    tracing::debug!(url = %key, error = %e, "mesh fetch failed");
+                    return plain(
+                        StatusCode::BAD_GATEWAY,
+                        &format!("{key} is in the mesh catalog but could not be fetched from a peer: {e}\n"),
+                    );
+                }
+            }
+        }
+        None => return not_found(app, caller, req, &key),
+    };
+    if live.fields().priority == crate::catalog::Priority::Popular {
+        app.mesh.requested(&key);
+    }
     if live.fields().quarantined {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -108,6 +130,19 @@ pub async fn serve(
     }
     app.counters.content_hits.fetch_add(1, Ordering::Relaxed);
     serve_entry(app, live, req.method(), req.headers()).await
+}
+
+/// How long a reader waits for an item to arrive from the mesh.
+const FETCH_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Does the mesh catalog have a version of `url` this caller may read and
+/// this node may copy?
+fn mesh_knows(app: &App, caller: Caller, url: &str) -> bool {
+    let cat = app.mesh.view.catalog.read().expect("catalog lock poisoned");
+    cat.resolve(url).winner.is_some_and(|w| {
+        w.record.access().is_some_and(|a| caller.may_read(a))
+            && crate::mesh::replicate::fetch_on_read(&w.record)
+    })
 }
 
 async fn serve_entry(

@@ -48,7 +48,10 @@ pub async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body
             super::content::serve(app, Caller::Control, url, &req).await
         }
         (Method::DELETE, "/api/v1/content") => {
-            json(StatusCode::OK, &app.store.remove(&need_url()?).await?)
+            let url = need_url()?;
+            let entry = app.store.remove(&url).await?;
+            app.mesh.local_changed(&url).await; // a deletion record for own content
+            json(StatusCode::OK, &entry)
         }
         (Method::POST, "/api/v1/content/pin") => {
             let pinned = match get("pinned").as_deref() {
@@ -127,6 +130,8 @@ fn publish_meta(app: &App, q: &[(String, String)]) -> Result<PublishMeta, ApiErr
     };
     let pinned = matches!(get("pin"), Some("true" | "1"));
     Ok(PublishMeta {
+        // above every version the mesh has seen, so this edit wins everywhere
+        version_floor: app.mesh.max_version(&url.to_string()),
         url,
         content_type,
         priority,
@@ -155,6 +160,7 @@ async fn publish(
     };
     let blob = ingest(app, req).await?;
     let entry = app.store.publish(blob, meta).await?;
+    app.mesh.local_changed(&entry.url).await; // signs its record before we answer
     tracing::info!(url = %entry.url, size = entry.size, version = entry.version, "published");
     Ok(entry)
 }

@@ -11,6 +11,7 @@
 pub mod client;
 mod content;
 mod control;
+mod mesh;
 mod pages;
 pub mod server;
 
@@ -109,6 +110,8 @@ pub struct App {
     pub started: Instant,
     /// The addresses the public port is bound to.
     pub listen: Vec<SocketAddr>,
+    /// The mesh task (peers, mesh catalog, replication).
+    pub mesh: crate::mesh::Mesh,
 }
 
 /// An error as the API reports it: a status and a message that is safe to show.
@@ -212,10 +215,14 @@ impl App {
         if caller == Caller::Control && control::handles(req.method(), &path) {
             return control::dispatch(self, req).await;
         }
+        if mesh::handles(&path) {
+            return mesh::dispatch(self, req).await;
+        }
         only_get(&req)?;
         match path.as_str() {
             "/" => Ok(html(StatusCode::OK, pages::status(self))),
             "/api/v1/status" => Ok(json(StatusCode::OK, &self.status())),
+            "/api/v1/peers" => Ok(json(StatusCode::OK, &self.peers())),
             "/api/v1/catalog" => Ok(json(StatusCode::OK, &self.catalog(caller, &query(&req))?)),
             "/metrics" => Ok(text(
                 StatusCode::OK,
@@ -251,6 +258,34 @@ impl App {
             uptime_s: self.started.elapsed().as_secs(),
             listen: self.listen.iter().map(|a| a.to_string()).collect(),
             store: self.store.stats(),
+            mesh: self.mesh_status(),
+        }
+    }
+
+    /// The peer table.
+    pub fn peers(&self) -> PeersBody {
+        let peers = self.mesh.view.peers.read().expect("peer lock poisoned").clone();
+        PeersBody {
+            total: peers.len(),
+            neighbours: peers.iter().filter(|p| p.neighbour).count(),
+            peers,
+        }
+    }
+
+    fn mesh_status(&self) -> MeshStatus {
+        let v = &self.mesh.view;
+        let (records, fp) = {
+            let c = v.catalog.read().expect("catalog lock poisoned");
+            (c.len(), c.set().fingerprint())
+        };
+        let peers = v.peers.read().expect("peer lock poisoned");
+        MeshStatus {
+            records,
+            catalog_digest: format!("{}-{:016x}", fp.0, fp.1),
+            peers: peers.len(),
+            neighbours: peers.iter().filter(|p| p.neighbour).count(),
+            broadcast: v.broadcast,
+            essential_refused: v.refused.read().expect("lock poisoned").clone(),
         }
     }
 
@@ -362,6 +397,38 @@ impl App {
             "The store quota (store.max_bytes).",
             &[(String::new(), s.max_bytes)],
         );
+        let m = &self.mesh.view.counters;
+        for (name, help, c) in [
+            ("meshnode_gossip_datagrams_sent_total", "Gossip datagrams sent.", &m.datagrams_sent),
+            ("meshnode_gossip_bytes_sent_total", "Gossip bytes sent.", &m.datagram_bytes_sent),
+            ("meshnode_gossip_datagrams_received_total", "Gossip datagrams received.", &m.datagrams_received),
+            ("meshnode_gossip_dropped_invalid_total", "Gossip datagrams dropped: malformed or bad signature.", &m.dropped_invalid),
+            ("meshnode_gossip_dropped_duplicate_total", "Gossip datagrams dropped: already seen (replays included).", &m.dropped_duplicate),
+            ("meshnode_gossip_dropped_future_total", "Gossip datagrams dropped: dated too far in the future.", &m.dropped_future),
+            ("meshnode_reconciliations_total", "Catalog reconciliations this node started.", &m.reconciliations),
+            ("meshnode_reconciliation_bytes_total", "Bytes of those reconciliations, both directions.", &m.recon_bytes),
+            ("meshnode_records_accepted_total", "Catalog records accepted.", &m.records_accepted),
+            ("meshnode_records_rejected_total", "Catalog records rejected (bad signature or fields).", &m.records_rejected),
+            ("meshnode_chunks_served_total", "Content chunks served to peers.", &m.chunks_served),
+            ("meshnode_chunks_fetched_total", "Content chunks fetched from peers.", &m.chunks_fetched),
+            ("meshnode_transfers_total", "Content transfers completed.", &m.transfers_done),
+            ("meshnode_transfers_failed_total", "Content transfers that failed (retried later).", &m.transfers_failed),
+            ("meshnode_essential_refused_total", "Essential items that did not fit the store quota.", &m.essential_refused),
+        ] {
+            metric(name, "counter", help, &[(String::new(), c.load(Ordering::Relaxed))]);
+        }
+        metric(
+            "meshnode_mesh_records",
+            "gauge",
+            "Records in the mesh catalog.",
+            &[(String::new(), self.mesh.records() as u64)],
+        );
+        metric(
+            "meshnode_peers",
+            "gauge",
+            "Peers in the peer table.",
+            &[(String::new(), self.mesh.view.peers.read().expect("lock").len() as u64)],
+        );
         metric(
             "meshnode_store_quarantined_entries",
             "gauge",
@@ -389,6 +456,36 @@ pub struct StatusBody {
     pub listen: Vec<String>,
     /// Store figures.
     pub store: crate::store::StoreStats,
+    /// Mesh figures.
+    pub mesh: MeshStatus,
+}
+
+/// The mesh part of `GET /api/v1/status`.
+#[derive(Debug, Serialize)]
+pub struct MeshStatus {
+    /// Records in the mesh catalog.
+    pub records: usize,
+    /// `<records>-<xor fingerprint, 16 hex>`: equal digests, equal catalogs.
+    pub catalog_digest: String,
+    /// Peers in the peer table.
+    pub peers: usize,
+    /// Of which direct neighbours.
+    pub neighbours: usize,
+    /// Does this node broadcast its addresses (and serve as a bootstrap node)?
+    pub broadcast: bool,
+    /// Essential items this node could not store, with the reason.
+    pub essential_refused: std::collections::HashMap<String, String>,
+}
+
+/// `GET /api/v1/peers`.
+#[derive(Debug, Serialize)]
+pub struct PeersBody {
+    /// Rows.
+    pub total: usize,
+    /// Direct neighbours among them.
+    pub neighbours: usize,
+    /// The peer table.
+    pub peers: Vec<crate::mesh::PeerStatus>,
 }
 
 /// `GET /api/v1/catalog` body.

@@ -114,6 +114,10 @@ pub enum InEvent<A> {
         /// The change came from a reconciliation: let neighbours compare now.
         tell_neighbours: bool,
     },
+    /// Our own info changed (name, broadcast addresses): PEER_UPDATE.
+    SetInfo(PeerInfo),
+    /// Our clients' cumulative requests for popular items.
+    Demand(Vec<([u8; 8], u32)>),
 }
 
 /// Outputs.
@@ -137,6 +141,13 @@ pub enum OutEvent<A> {
     },
     /// Our catalog differs from this neighbour's: reconcile with it.
     Reconcile(A),
+    /// Demand counts from a node's clients.
+    Demand {
+        /// Whose clients.
+        origin: NodeId,
+        /// (record short id, cumulative count).
+        counts: Vec<([u8; 8], u32)>,
+    },
     /// A peer (with broadcast addresses) to try as a neighbour.
     Dial(std::net::SocketAddr),
     /// A new peer.
@@ -215,6 +226,8 @@ pub struct Gossip<A, R, C> {
     seen: HashMap<[u8; 16], ()>,
     seen_order: VecDeque<[u8; 16]>,
     next_heartbeat: u64,
+    /// When we last flooded a PEER_ANNOUNCEMENT of ourselves.
+    last_announce: Option<u64>,
     /// Counters.
     pub stats: Stats,
 }
@@ -235,6 +248,7 @@ impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
             seen: HashMap::new(),
             seen_order: VecDeque::new(),
             next_heartbeat,
+            last_announce: None,
             stats: Stats::default(),
         }
     }
@@ -259,6 +273,22 @@ impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
                 self.send(a, hello, &mut out);
             }
             InEvent::Tick => self.on_tick(now, wall_ms, &mut out),
+            InEvent::SetInfo(info) => {
+                self.me = info.clone();
+                self.originate(Kind::PeerUpdate(info), wall_ms, &mut out);
+            }
+            InEvent::Demand(counts) => {
+                // 12 bytes each; split so every message fits one datagram
+                for chunk in counts.chunks((MAX_BODY - 64) / 13) {
+                    self.originate(
+                        Kind::Demand {
+                            counts: chunk.to_vec(),
+                        },
+                        wall_ms,
+                        &mut out,
+                    );
+                }
+            }
             InEvent::Catalog {
                 len,
                 xor,
@@ -276,7 +306,7 @@ impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
                         &mut out,
                     );
                 }
-                if tell_neighbours {
+                if tell_neighbours && !self.neighbours.is_empty() {
                     let hb = self.seal(
                         Kind::Heartbeat {
                             catalog_len: len,
@@ -400,6 +430,7 @@ impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
                 | Kind::Heartbeat { .. }
                 | Kind::PeerUpdate(_)
                 | Kind::CatalogChange { .. }
+                | Kind::Demand { .. }
         );
         match &m.kind {
             Kind::Hello(info) => {
@@ -434,6 +465,15 @@ impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
                         wall_ms,
                     );
                     self.send(from.clone(), hb, out);
+                    // tell the mesh we exist (with our info), at most once per
+                    // heartbeat period however many links come up
+                    if self
+                        .last_announce
+                        .is_none_or(|t| now >= t + self.cfg.heartbeat_ms)
+                    {
+                        self.last_announce = Some(now);
+                        self.originate(Kind::PeerAnnouncement(self.me.clone()), wall_ms, out);
+                    }
                 }
             }
             Kind::PeerAnnouncement(info) | Kind::PeerUpdate(info) => self.set_info(info, fresh),
@@ -486,6 +526,14 @@ impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
                         self.stats.reconciles += 1;
                         out.push(OutEvent::Reconcile(from.clone()));
                     }
+                }
+            }
+            Kind::Demand { counts } => {
+                if fresh {
+                    out.push(OutEvent::Demand {
+                        origin: m.origin,
+                        counts: counts.clone(),
+                    });
                 }
             }
             Kind::CatalogChange { ids } => {

@@ -312,7 +312,10 @@ impl Sim {
                     let at = now + 2 * self.link_latency(i, peer) * rounds as u64;
                     self.push(at, Ev::Reconciled { a: i, b: peer });
                 }
-                OutEvent::Dial(_) | OutEvent::PeerJoined(_) | OutEvent::PeerLeft(_) => {}
+                OutEvent::Dial(_)
+                | OutEvent::PeerJoined(_)
+                | OutEvent::PeerLeft(_)
+                | OutEvent::Demand { .. } => {}
             }
         }
     }

@@ -117,6 +117,13 @@ pub enum Kind {
         /// Record ids (SHA-256 of the signed record).
         ids: Vec<[u8; 32]>,
     },
+    /// Requests the origin's clients made for popular items (cumulative
+    /// counts by record short id); summed across the mesh, they decide when
+    /// a popular item is copied.
+    Demand {
+        /// (record short id, requests at the origin so far).
+        counts: Vec<([u8; 8], u32)>,
+    },
 }
 
 impl Message {
@@ -249,6 +256,11 @@ mod tests {
             Kind::CatalogChange {
                 ids: vec![[7; 32]; 3],
             },
+            Kind::Demand {
+                counts: vec![([1; 8], 12)],
+            },
+            Kind::PeerAnnouncement(info(&k)),
+            Kind::PeerUpdate(info(&k)),
         ] {
             let m = Message {
                 origin: k.node_id(),

@@ -98,6 +98,39 @@ pub struct PublishMeta {
     pub version: Option<u64>,
     /// Origin's timestamp; `None` = now.
     pub timestamp_ms: Option<i64>,
+    /// With `version: None`: the new version is above this too (the highest
+    /// version the mesh has seen for the URL, so an edit beats what it saw).
+    pub version_floor: u64,
+}
+
+/// One row of the peer book: a peer ever seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRow {
+    /// Its key.
+    pub node: NodeId,
+    /// `CALLSIGN-label`.
+    pub name: String,
+    /// Addresses it broadcasts (empty for a silent node).
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// Where we last reached it directly; kept locally, never passed on.
+    pub link_addr: Option<std::net::SocketAddr>,
+    /// Serves the bootstrap API.
+    pub is_bootstrap: bool,
+    /// Unix seconds.
+    pub first_seen: i64,
+    /// Unix seconds.
+    pub last_seen: i64,
+}
+
+/// Mesh state persisted by the store thread (the mesh task owns it in RAM).
+#[derive(Debug, Default)]
+pub struct MeshSave {
+    /// Records to add: (id, wire).
+    pub add: Vec<([u8; 32], Vec<u8>)>,
+    /// Record ids to delete.
+    pub remove: Vec<[u8; 32]>,
+    /// Peer rows to upsert.
+    pub peers: Vec<PeerRow>,
 }
 
 /// One live catalog entry as readers see it.
@@ -199,6 +232,8 @@ enum Command {
     Quarantine(ContentHash, Reply<Vec<String>>),
     SetMaxBytes(u64, Reply<Vec<String>>),
     FlushHits(Reply<()>),
+    MeshLoad(Reply<(Vec<Vec<u8>>, Vec<PeerRow>)>),
+    MeshSave(MeshSave, Reply<()>),
     Close(Reply<()>),
 }
 
@@ -287,6 +322,16 @@ impl StoreHandle {
         self.ask(Command::FlushHits).await
     }
 
+    /// Every stored record (wire form) and the peer book.
+    pub async fn mesh_load(&self) -> Result<(Vec<Vec<u8>>, Vec<PeerRow>), StoreError> {
+        self.ask(Command::MeshLoad).await
+    }
+
+    /// Persists record and peer-book changes in one transaction.
+    pub async fn mesh_save(&self, save: MeshSave) -> Result<(), StoreError> {
+        self.ask(|r| Command::MeshSave(save, r)).await
+    }
+
     /// Flushes, checkpoints the WAL and stops the store thread.
     pub async fn close(&self) -> Result<(), StoreError> {
         self.ask(Command::Close).await
@@ -295,6 +340,14 @@ impl StoreHandle {
     /// A live entry by canonical URL.
     pub fn get(&self, url: &str) -> Option<Arc<LiveEntry>> {
         self.view.get(url)
+    }
+
+    /// A healthy live entry holding blob `hash`, if any.
+    pub fn by_hash(&self, hash: &ContentHash) -> Option<Arc<LiveEntry>> {
+        self.view
+            .with_hash(hash)
+            .into_iter()
+            .find(|e| !e.entry.quarantined)
     }
 
     /// All live entries, sorted by URL.
@@ -381,6 +434,8 @@ impl Actor {
                 Command::Quarantine(h, reply) => send(reply, self.quarantine(h)),
                 Command::SetMaxBytes(m, reply) => send(reply, self.set_max_bytes(m)),
                 Command::FlushHits(reply) => send(reply, self.flush_hits()),
+                Command::MeshLoad(reply) => send(reply, self.mesh_load()),
+                Command::MeshSave(save, reply) => send(reply, self.mesh_save(save)),
                 Command::Close(reply) => {
                     let r = self.close();
                     drop(self); // releases the state-dir lock before anyone hears "closed"
@@ -393,6 +448,71 @@ impl Actor {
         if let Err(e) = self.close() {
             tracing::error!(error = %e, "store close failed");
         }
+    }
+
+    fn mesh_load(&mut self) -> Result<(Vec<Vec<u8>>, Vec<PeerRow>), StoreError> {
+        let mut st = self.conn.prepare("SELECT wire FROM records")?;
+        let records = st
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut st = self.conn.prepare(
+            "SELECT node, name, addrs, link_addr, is_bootstrap, first_seen, last_seen FROM peers",
+        )?;
+        let peers = st
+            .query_map([], |r| {
+                let node: Vec<u8> = r.get(0)?;
+                let addrs: String = r.get(2)?;
+                let link: Option<String> = r.get(3)?;
+                Ok((node, r.get(1)?, addrs, link, r.get(4)?, r.get(5)?, r.get(6)?))
+            })?
+            .filter_map(|row| {
+                let (node, name, addrs, link, is_bootstrap, first_seen, last_seen) = row.ok()?;
+                Some(PeerRow {
+                    node: NodeId(node.try_into().ok()?),
+                    name,
+                    addrs: addrs.split_whitespace().filter_map(|a| a.parse().ok()).collect(),
+                    link_addr: link.and_then(|l| l.parse().ok()),
+                    is_bootstrap,
+                    first_seen,
+                    last_seen,
+                })
+            })
+            .collect();
+        Ok((records, peers))
+    }
+
+    fn mesh_save(&mut self, save: MeshSave) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        for (id, wire) in &save.add {
+            tx.execute(
+                "INSERT OR IGNORE INTO records (id, wire) VALUES (?1, ?2)",
+                params![&id[..], wire],
+            )?;
+        }
+        for id in &save.remove {
+            tx.execute("DELETE FROM records WHERE id = ?1", [&id[..]])?;
+        }
+        for p in &save.peers {
+            let addrs: Vec<String> = p.addrs.iter().map(|a| a.to_string()).collect();
+            tx.execute(
+                "INSERT INTO peers (node, name, addrs, link_addr, is_bootstrap, first_seen, last_seen)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(node) DO UPDATE SET name = excluded.name, addrs = excluded.addrs,
+                   link_addr = coalesce(excluded.link_addr, link_addr),
+                   is_bootstrap = excluded.is_bootstrap, last_seen = excluded.last_seen",
+                params![
+                    &p.node.0[..],
+                    p.name,
+                    addrs.join(" "),
+                    p.link_addr.map(|a| a.to_string()),
+                    p.is_bootstrap,
+                    p.first_seen,
+                    p.last_seen
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn close(&mut self) -> Result<(), StoreError> {
@@ -626,7 +746,11 @@ impl Actor {
                         })
                         .optional()?;
                     let old_v = old.as_ref().map(|o| o.entry.version).unwrap_or(0);
-                    last.map(|l| l as u64).unwrap_or(0).max(old_v) + 1
+                    last.map(|l| l as u64)
+                        .unwrap_or(0)
+                        .max(old_v)
+                        .max(meta.version_floor)
+                        + 1
                 }
             };
             if origin == self.own {

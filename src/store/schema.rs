@@ -32,6 +32,20 @@ const MIGRATIONS: &[&str] = &[
     -- the last version this node gave each of its own URLs, kept after removal
     -- so a re-published URL always gets a higher version
     CREATE TABLE versions (url TEXT PRIMARY KEY NOT NULL, last INTEGER NOT NULL) WITHOUT ROWID;",
+    // 2: the mesh: signed catalog records of every origin, and the peer book
+    "CREATE TABLE records (
+        id BLOB PRIMARY KEY NOT NULL,         -- SHA-256 of the record body
+        wire BLOB NOT NULL                    -- signed record as it travels
+    ) WITHOUT ROWID;
+    CREATE TABLE peers (
+        node BLOB PRIMARY KEY NOT NULL,       -- public key
+        name TEXT NOT NULL,
+        addrs TEXT NOT NULL,                  -- what it broadcasts, space separated
+        link_addr TEXT,                       -- where we last reached it directly (never shared)
+        is_bootstrap INTEGER NOT NULL,
+        first_seen INTEGER NOT NULL,          -- Unix seconds
+        last_seen INTEGER NOT NULL
+    ) WITHOUT ROWID;",
 ];
 
 /// Opens the database with the settings the store relies on and migrates it.

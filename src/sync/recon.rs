@@ -281,14 +281,19 @@ impl IdSet {
 /// returns what the initiator learned, the number of round trips, and the
 /// bytes each message would take on the wire (see [`wire_size`]).
 pub fn reconcile_in_memory(a: &IdSet, b: &IdSet) -> (Outcome, usize, usize) {
+    // every message goes through the real codec, so `bytes` is what the wire carries
+    let wire = |m: &[Range]| {
+        let e = encode(m);
+        (decode(&e).expect("own encoding decodes"), e.len())
+    };
     let mut total = Outcome::default();
-    let mut msg = a.initiate();
-    let mut bytes = wire_size(&msg);
+    let (mut msg, mut bytes) = wire(&a.initiate());
     let mut rounds = 0;
     loop {
         rounds += 1;
         let (reply, _) = respond(b, &msg, Role::Responder);
-        bytes += wire_size(&reply);
+        let (reply, n) = wire(&reply);
+        bytes += n;
         if reply.is_empty() {
             break;
         }
@@ -298,7 +303,8 @@ pub fn reconcile_in_memory(a: &IdSet, b: &IdSet) -> (Outcome, usize, usize) {
         if next.is_empty() {
             break;
         }
-        bytes += wire_size(&next);
+        let (next, n) = wire(&next);
+        bytes += n;
         msg = next;
     }
     (total, rounds, bytes)
@@ -319,6 +325,116 @@ pub fn wire_size(msg: &[Range]) -> usize {
         })
         .sum::<usize>()
         + 2
+}
+
+/// Most ranges in one message; a real exchange needs far fewer (16 per
+/// differing range), so more is an attack or a bug.
+pub const MAX_RANGES: usize = 16_384;
+
+/// A reconciliation message that does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// Ended early, or bytes left over.
+    #[error("truncated or trailing bytes")]
+    Framing,
+    /// Unknown summary tag.
+    #[error("unknown summary tag {0}")]
+    Tag(u8),
+    /// A prefix deeper than [`MAX_DEPTH`] or with bits beyond its depth.
+    #[error("invalid prefix")]
+    Prefix,
+    /// More than [`MAX_RANGES`] ranges.
+    #[error("too many ranges")]
+    TooMany,
+}
+
+/// Encodes a message in the form [`wire_size`] counts (docs/PROTOCOL.md):
+/// `u16 n`, then per range `depth u8`, `ceil(depth/2)` prefix bytes, a tag
+/// (0 fingerprint: `u32 count, u64 xor`; 1 ids, 2 settled: `u16 n, n × 8 bytes`).
+/// Integers are big-endian.
+pub fn encode(msg: &[Range]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(wire_size(msg));
+    out.extend_from_slice(&(msg.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    for r in msg.iter().take(u16::MAX as usize) {
+        out.push(r.prefix.depth);
+        let n = (r.prefix.depth as usize).div_ceil(2);
+        out.extend_from_slice(&r.prefix.bits.to_be_bytes()[..n]);
+        match &r.summary {
+            Summary::Fingerprint { count, xor } => {
+                out.push(0);
+                out.extend_from_slice(&count.to_be_bytes());
+                out.extend_from_slice(&xor.to_be_bytes());
+            }
+            Summary::Ids(v) | Summary::Settled(v) => {
+                out.push(if matches!(r.summary, Summary::Ids(_)) { 1 } else { 2 });
+                let v = &v[..v.len().min(u16::MAX as usize)];
+                out.extend_from_slice(&(v.len() as u16).to_be_bytes());
+                for id in v {
+                    out.extend_from_slice(id);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Decodes a message; never panics on any input.
+pub fn decode(mut b: &[u8]) -> Result<Vec<Range>, CodecError> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], CodecError> {
+        if b.len() < n {
+            return Err(CodecError::Framing);
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Ok(head)
+    }
+    let n = u16::from_be_bytes(take(&mut b, 2)?.try_into().expect("2")) as usize;
+    if n > MAX_RANGES {
+        return Err(CodecError::TooMany);
+    }
+    let mut out = Vec::with_capacity(n.min(b.len() / 3));
+    for _ in 0..n {
+        let depth = take(&mut b, 1)?[0];
+        if depth > MAX_DEPTH {
+            return Err(CodecError::Prefix);
+        }
+        let mut bits = [0u8; 8];
+        let nb = (depth as usize).div_ceil(2);
+        bits[..nb].copy_from_slice(take(&mut b, nb)?);
+        let prefix = Prefix {
+            depth,
+            bits: u64::from_be_bytes(bits),
+        };
+        if !prefix.is_valid() {
+            return Err(CodecError::Prefix);
+        }
+        let summary = match take(&mut b, 1)?[0] {
+            0 => {
+                let count = u32::from_be_bytes(take(&mut b, 4)?.try_into().expect("4"));
+                let xor = u64::from_be_bytes(take(&mut b, 8)?.try_into().expect("8"));
+                Summary::Fingerprint { count, xor }
+            }
+            t @ (1 | 2) => {
+                let k = u16::from_be_bytes(take(&mut b, 2)?.try_into().expect("2")) as usize;
+                let raw = take(&mut b, 8 * k)?;
+                let ids = raw
+                    .chunks_exact(8)
+                    .map(|c| c.try_into().expect("8"))
+                    .collect();
+                if t == 1 {
+                    Summary::Ids(ids)
+                } else {
+                    Summary::Settled(ids)
+                }
+            }
+            t => return Err(CodecError::Tag(t)),
+        };
+        out.push(Range { prefix, summary });
+    }
+    if !b.is_empty() {
+        return Err(CodecError::Framing);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -391,7 +507,32 @@ mod tests {
         assert!(cost(10_000, 50) > small * 4, "more differences cost more");
     }
 
+    #[test]
+    fn codec_round_trips_and_matches_wire_size() {
+        let a = IdSet::new((0..500).map(id));
+        let b = IdSet::new((3..503).map(id));
+        let mut msg = a.initiate();
+        for _ in 0..4 {
+            let (reply, _) = respond(&b, &msg, Role::Responder);
+            let e = encode(&reply);
+            assert_eq!(e.len(), wire_size(&reply));
+            assert_eq!(decode(&e).unwrap(), reply);
+            msg = respond(&a, &reply, Role::Initiator).0;
+        }
+        assert_eq!(decode(&[0, 1, 17]), Err(CodecError::Prefix));
+        assert_eq!(decode(&[0, 1, 1, 0x1f, 0]), Err(CodecError::Prefix));
+        assert_eq!(decode(&[0, 1, 0, 9]), Err(CodecError::Tag(9)));
+        assert_eq!(decode(&[0, 0, 0]), Err(CodecError::Framing));
+    }
+
     proptest! {
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(m) = decode(&bytes) {
+                prop_assert_eq!(encode(&m), bytes);
+            }
+        }
+
         /// Whatever the two sets, the exchange finds exactly their difference.
         #[test]
         fn finds_exactly_the_difference(

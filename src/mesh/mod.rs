@@ -1,0 +1,255 @@
+//! The mesh driver: one task that owns the gossip core, the mesh catalog,
+//! the peer book and the replication queue, and does their I/O.
+//!
+//! It carries the pure cores ([`crate::gossip::proto`], [`crate::sync`]) to
+//! the network: gossip datagrams on UDP (the same port number as the HTTP
+//! listener), reconciliation, record exchange and chunk transfer over the
+//! node-to-node HTTP endpoints (`/mesh/v1/...`, served by [`crate::api`]),
+//! peers from mDNS ([`crate::discovery::mdns`]), bootstrap nodes and static
+//! peers. HTTP handlers read the shared [`MeshView`] (a lock never held
+//! across `.await`) and send the task [`Cmd`]s; only the task writes.
+//!
+//! Replication ([`replicate`]) follows the priorities of the distributed-server
+//! spec: essential (1) items are copied to every node, popular (2) ones once
+//! the requests counted across the mesh pass `[sync] popular_threshold`,
+//! standard (3) ones where they are read, personal (4) ones never leave
+//! their origin.
+
+pub mod client;
+pub mod replicate;
+mod task;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::discovery::bootstrap::Registry;
+use crate::node::NodeId;
+use crate::sync::catalog::MeshCatalog;
+use crate::sync::record::Signed;
+
+pub use task::{MeshParams, spawn};
+
+/// Commands queued to the mesh task.
+const CMD_CAP: usize = 1024;
+
+/// A handle to the mesh task and its shared view.
+#[derive(Debug, Clone)]
+pub struct Mesh {
+    tx: mpsc::Sender<Cmd>,
+    /// What HTTP handlers read.
+    pub view: Arc<MeshView>,
+}
+
+/// Requests to the mesh task.
+#[derive(Debug)]
+pub enum Cmd {
+    /// A URL changed in the local store through the control socket: sign a
+    /// record (or a deletion) for it.
+    LocalChanged(String, oneshot::Sender<()>),
+    /// Signed records pushed by a peer.
+    Records(Vec<Signed>),
+    /// A client asked for a URL (demand for popular items).
+    Requested(String),
+    /// Fetch a URL known to the catalog now, for a reader (standard items are
+    /// cached where they are read); answers when it is in the store.
+    FetchNow(String, oneshot::Sender<Result<(), String>>),
+    /// Dial these peers (bootstrap answers, static peers).
+    Dial(Vec<SocketAddr>),
+}
+
+/// One row of the peer table (`GET /api/v1/peers`, `meshctl peers`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PeerStatus {
+    /// Hex node id.
+    pub node_id: String,
+    /// `CALLSIGN-label`, once known.
+    pub name: Option<String>,
+    /// Addresses the peer broadcasts; empty for a silent peer.
+    pub addrs: Vec<String>,
+    /// Serves the bootstrap API.
+    pub is_bootstrap: bool,
+    /// A direct neighbour (we exchange datagrams with it).
+    pub neighbour: bool,
+    /// Its catalog summary from its last heartbeat.
+    pub catalog: CatalogSummary,
+    /// 0..1: how recently it was heard, relative to the heartbeat period.
+    pub availability: f64,
+    /// 0..1 from the round-trip time of our requests to it (1 / (1 + rtt / 100 ms)).
+    pub performance: Option<f64>,
+    /// Round-trip time of our last requests (ms, smoothed).
+    pub rtt_ms: Option<f64>,
+    /// Download rate measured on transfers from it (bytes/s, smoothed).
+    pub bandwidth_bps: Option<f64>,
+    /// Unix ms.
+    pub discovered_at: i64,
+    /// Unix ms.
+    pub last_seen: i64,
+    /// Unix ms: when it leaves the table unless heard from.
+    pub expires_at: i64,
+}
+
+/// Entries and XOR fingerprint of a catalog.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+pub struct CatalogSummary {
+    /// Records.
+    pub entries: u32,
+    /// XOR of the records' short ids (hex).
+    pub fingerprint: u64,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct MeshCounters {
+    /// Gossip datagrams sent.
+    pub datagrams_sent: AtomicU64,
+    /// Gossip bytes sent.
+    pub datagram_bytes_sent: AtomicU64,
+    /// Gossip datagrams received.
+    pub datagrams_received: AtomicU64,
+    /// Dropped: malformed or bad signature.
+    pub dropped_invalid: AtomicU64,
+    /// Dropped: duplicates.
+    pub dropped_duplicate: AtomicU64,
+    /// Dropped: dated in the future.
+    pub dropped_future: AtomicU64,
+    /// Reconciliations we started.
+    pub reconciliations: AtomicU64,
+    /// Reconciliation bytes (both directions) of exchanges we started.
+    pub recon_bytes: AtomicU64,
+    /// Records accepted.
+    pub records_accepted: AtomicU64,
+    /// Records rejected (bad signature or fields).
+    pub records_rejected: AtomicU64,
+    /// Chunks served to peers.
+    pub chunks_served: AtomicU64,
+    /// Chunks fetched from peers.
+    pub chunks_fetched: AtomicU64,
+    /// Transfers completed.
+    pub transfers_done: AtomicU64,
+    /// Transfers that failed (retried later).
+    pub transfers_failed: AtomicU64,
+    /// Essential items that did not fit the store quota.
+    pub essential_refused: AtomicU64,
+}
+
+/// What the mesh task shares with the HTTP handlers.
+#[derive(Debug)]
+pub struct MeshView {
+    /// This node.
+    pub node: NodeId,
+    /// Broadcasting nodes act as bootstrap nodes.
+    pub broadcast: bool,
+    /// The mesh catalog; written only by the mesh task.
+    pub catalog: RwLock<MeshCatalog>,
+    /// The peer table; rebuilt by the mesh task.
+    pub peers: RwLock<Vec<PeerStatus>>,
+    /// Bootstrap registrations (only used when `broadcast`).
+    pub registry: Mutex<Registry>,
+    /// Counters.
+    pub counters: MeshCounters,
+    /// Essential items this node could not store (URL → reason).
+    pub refused: RwLock<HashMap<String, String>>,
+    /// What this node broadcasts about itself (empty when silent).
+    pub own_addrs: Vec<SocketAddr>,
+    /// Current neighbours (link address, node), for relaying blob requests.
+    pub neighbours: RwLock<Vec<(SocketAddr, NodeId)>>,
+    /// Where a blob was last found through a relay (hash → neighbour).
+    pub holders: Mutex<HashMap<[u8; 32], SocketAddr>>,
+    /// Relayed request ids seen recently (loop detection).
+    pub relayed: Mutex<std::collections::VecDeque<String>>,
+    /// Signs the requests this node relays.
+    pub client: client::MeshClient,
+    started: std::time::Instant,
+}
+
+/// Relayed request ids remembered.
+const RELAYED_MAX: usize = 4096;
+
+impl MeshView {
+    /// Remembers a relayed request id; false if it was seen before (a loop).
+    pub fn first_relay(&self, id: &str) -> bool {
+        let mut r = self.relayed.lock().expect("lock poisoned");
+        if r.iter().any(|x| x == id) {
+            return false;
+        }
+        if r.len() >= RELAYED_MAX {
+            r.pop_front();
+        }
+        r.push_back(id.to_string());
+        true
+    }
+
+    /// Milliseconds since the view was made (the registry's clock).
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}
+
+impl Mesh {
+    /// Tells the mesh a URL changed locally; returns once its record is signed.
+    pub async fn local_changed(&self, url: &str) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Cmd::LocalChanged(url.to_string(), tx))
+            .await
+            .is_ok()
+        {
+            let _stopped_is_fine = rx.await;
+        }
+    }
+
+    /// Hands records pushed by a peer to the mesh task.
+    pub async fn push_records(&self, recs: Vec<Signed>) {
+        let _stopped_is_fine = self.tx.send(Cmd::Records(recs)).await;
+    }
+
+    /// Counts a client request for `url` (never blocks the request).
+    pub fn requested(&self, url: &str) {
+        let _full_queue_drops_one_count = self.tx.try_send(Cmd::Requested(url.to_string()));
+    }
+
+    /// Fetches `url` from peers into the store, waiting at most `wait`.
+    pub async fn fetch_now(&self, url: &str, wait: Duration) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::FetchNow(url.to_string(), tx))
+            .await
+            .map_err(|_| "mesh stopped".to_string())?;
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("mesh stopped".into()),
+            Err(_) => Err("timed out fetching from the mesh".into()),
+        }
+    }
+
+    /// The highest version the mesh knows for `url`.
+    pub fn max_version(&self, url: &str) -> u64 {
+        self.view
+            .catalog
+            .read()
+            .expect("catalog lock poisoned")
+            .max_version(url)
+    }
+
+    /// Asks the task to dial peers.
+    pub async fn dial(&self, addrs: Vec<SocketAddr>) {
+        let _stopped_is_fine = self.tx.send(Cmd::Dial(addrs)).await;
+    }
+
+    /// The number of records.
+    pub fn records(&self) -> usize {
+        self.view.catalog.read().expect("catalog lock poisoned").len()
+    }
+
+    /// Counter value helper.
+    pub fn counter(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}

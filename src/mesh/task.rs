@@ -1,0 +1,1336 @@
+//! The mesh task itself (see the module docs of [`crate::mesh`]).
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use hyper::Method;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::client::MeshClient;
+use super::replicate::{fetch_on_read, should_hold};
+use super::{CMD_CAP, CatalogSummary, Cmd, Mesh, MeshView, PeerStatus};
+use crate::catalog::{Access, ContentUrl, Priority};
+use crate::config::Config;
+use crate::discovery::bootstrap::{Discover, Register, Registry};
+use crate::discovery::mdns::{self, Mdns, MdnsConfig};
+use crate::gossip::proto::{self, Crypto, Gossip, InEvent, OutEvent};
+use crate::gossip::wire::{MAX_ADDRS, MAX_DATAGRAM, PeerInfo};
+use crate::identity::Identity;
+use crate::node::NodeId;
+use crate::store::{MeshSave, PeerRow, PublishMeta, StoreError, StoreHandle};
+use crate::sync::catalog::{Insert, MeshCatalog};
+use crate::sync::recon::{self, Id, Role, ShortId, short};
+use crate::sync::record::{self, Content, Record, Signed};
+use crate::sync::transfer::{self, Want};
+
+/// Transfers running at once; the rest wait in priority order.
+const TRANSFERS_MAX: usize = 2;
+/// Short ids per `records/get` request, records per `records/put`.
+const RECORD_BATCH: usize = 512;
+/// Rounds before an exchange is abandoned (a healthy one needs ~5).
+const RECON_ROUNDS_MAX: usize = 32;
+/// Every URL is re-checked this often (retries failed transfers).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// The peer book is written this often.
+const BOOK_SAVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What the mesh task needs.
+#[derive(Debug)]
+pub struct MeshParams {
+    /// The configuration (discovery, gossip and sync sections).
+    pub cfg: Config,
+    /// The node key.
+    pub identity: Arc<Identity>,
+    /// The store.
+    pub store: StoreHandle,
+    /// The bound public HTTP listeners; gossip binds UDP on the first one's
+    /// address and port.
+    pub http_listen: Vec<SocketAddr>,
+    /// Stops the task.
+    pub cancel: CancellationToken,
+}
+
+/// Ed25519 through a shared identity.
+#[derive(Debug, Clone)]
+struct IdCrypto(Arc<Identity>);
+
+impl Crypto for IdCrypto {
+    fn node_id(&self) -> NodeId {
+        self.0.node_id()
+    }
+    fn sign(&self, body: &[u8]) -> [u8; 64] {
+        self.0.sign(body)
+    }
+    fn verify(&self, origin: &NodeId, body: &[u8], sig: &[u8; 64]) -> bool {
+        crate::identity::verify(origin, body, sig)
+    }
+}
+
+/// Results of the task's own background jobs.
+#[derive(Debug)]
+enum Internal {
+    Records {
+        recs: Vec<Signed>,
+        from_recon: bool,
+    },
+    Rtt(SocketAddr, Duration),
+    Dial(Vec<SocketAddr>),
+    ReconDone {
+        bytes: usize,
+    },
+    TransferDone {
+        target: String,
+        result: Result<transfer::Report, String>,
+        essential: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    target: String,
+    rec: Arc<Signed>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Perf {
+    rtt_ms: Option<f64>,
+    bw_bps: Option<f64>,
+}
+
+/// Starts the mesh task; the UDP socket is bound when this returns.
+pub async fn spawn(p: MeshParams, tasks: &TaskTracker) -> anyhow::Result<Mesh> {
+    let me = p.identity.node_id();
+    let udp_addr = *p.http_listen.first().context("no HTTP listener")?;
+    let udp = UdpSocket::bind(udp_addr)
+        .await
+        .with_context(|| format!("binding gossip UDP {udp_addr}"))?;
+    let own_addrs = if p.cfg.discovery.broadcast {
+        advertised(&p.http_listen)
+    } else {
+        Vec::new()
+    };
+    let mut catalog = MeshCatalog::new();
+    let (wires, book) = p.store.mesh_load().await.context("loading mesh state")?;
+    for w in wires {
+        // verified when they arrived; a record that no longer decodes is skipped
+        match record::open(&w, |_, _, _| true) {
+            Ok(s) => {
+                catalog.insert(s);
+            }
+            Err(e) => tracing::warn!(error = %e, "skipping an unreadable stored record"),
+        }
+    }
+    let view = Arc::new(MeshView {
+        node: me,
+        broadcast: p.cfg.discovery.broadcast,
+        catalog: RwLock::new(catalog),
+        peers: RwLock::new(Vec::new()),
+        registry: Mutex::new(Registry::new(p.cfg.discovery.registration_ttl.0)),
+        counters: Default::default(),
+        refused: RwLock::new(HashMap::new()),
+        own_addrs: own_addrs.clone(),
+        neighbours: RwLock::new(Vec::new()),
+        holders: Mutex::new(HashMap::new()),
+        relayed: Mutex::new(Default::default()),
+        client: MeshClient::new(p.identity.clone()),
+        started: Instant::now(),
+    });
+    let (tx, rx) = mpsc::channel(CMD_CAP);
+    let (itx, irx) = mpsc::unbounded_channel();
+    let (save_tx, save_rx) = mpsc::unbounded_channel();
+    let info = PeerInfo {
+        node: me,
+        name: p.cfg.node_name(),
+        addrs: own_addrs.iter().take(MAX_ADDRS).copied().collect(),
+        is_bootstrap: p.cfg.discovery.broadcast,
+    };
+    let g = &p.cfg.gossip;
+    let gcfg = proto::Config {
+        fanout: g.fanout as usize,
+        ttl: g.ttl,
+        heartbeat_ms: g.heartbeat_interval.0.as_millis() as u64,
+        expiry_ms: g.peer_expiry.0.as_millis() as u64,
+        max_future_ms: g.max_clock_skew.0.as_millis() as i64,
+        ..proto::Config::default()
+    };
+    let core = Gossip::new(
+        gcfg,
+        IdCrypto(p.identity.clone()),
+        SmallRng::seed_from_u64(seed()),
+        info,
+        0,
+    );
+    let (found_tx, found_rx) = mpsc::channel(64);
+    let mdns = if p.cfg.discovery.mdns {
+        let ifaces = if p.cfg.discovery.interfaces.is_empty() {
+            Vec::new() // mdns module: every interface but the default route's
+        } else {
+            p.cfg.discovery.interfaces.clone()
+        };
+        match Mdns::start(
+            MdnsConfig {
+                interfaces: ifaces,
+                port: udp_addr.port(),
+                node: me,
+                name: p.cfg.node_name(),
+                digest: digest(view.catalog.read().expect("lock").set().fingerprint()),
+            },
+            found_tx,
+        ) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!(error = %e, "mDNS could not start; discovery continues through bootstrap and static peers");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let state_dir = p.cfg.node.state_dir.clone();
+    let mut t = Task {
+        core,
+        identity: p.identity.clone(),
+        udp: Arc::new(udp),
+        udp_addr,
+        view: view.clone(),
+        store: p.store.clone(),
+        client: MeshClient::new(p.identity.clone()),
+        me,
+        name: p.cfg.node_name(),
+        cfg: p.cfg,
+        epoch: Instant::now(),
+        next_tick: 0,
+        book: book.into_iter().map(|r| (r.node, r)).collect(),
+        book_dirty: HashSet::new(),
+        perf: HashMap::new(),
+        demand_local: HashMap::new(),
+        demand_dirty: false,
+        demand_mesh: HashMap::new(),
+        queue: VecDeque::new(),
+        running: HashMap::new(),
+        retry: Vec::new(),
+        attempts: HashMap::new(),
+        waiters: HashMap::new(),
+        itx,
+        save_tx,
+        mdns,
+        last_digest: String::new(),
+        partial: state_dir.join("partial"),
+        own_addrs,
+        peers_dirty: true,
+    };
+    t.sync_own_all();
+    tasks.spawn(saver(p.store, save_rx));
+    tasks.spawn(t.run(rx, irx, found_rx, p.cancel));
+    Ok(Mesh { tx, view })
+}
+
+/// Writes mesh state in the order it changed.
+async fn saver(store: StoreHandle, mut rx: mpsc::UnboundedReceiver<MeshSave>) {
+    while let Some(s) = rx.recv().await {
+        if let Err(e) = store.mesh_save(s).await {
+            tracing::error!(error = %e, "could not persist mesh state");
+        }
+    }
+}
+
+/// The addresses a broadcasting node tells others: its listeners, with an
+/// unspecified address (0.0.0.0) replaced by the host's non-loopback ones.
+fn advertised(listen: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for l in listen {
+        if l.ip().is_unspecified() {
+            if let Ok(ifs) = if_addrs::get_if_addrs() {
+                for i in ifs {
+                    let ip = i.ip();
+                    if !ip.is_loopback() && ip.is_ipv4() == l.is_ipv4() && !is_link_local(&ip) {
+                        out.push(SocketAddr::new(ip, l.port()));
+                    }
+                }
+            }
+        } else {
+            out.push(*l);
+        }
+    }
+    out.truncate(MAX_ADDRS);
+    out
+}
+
+fn is_link_local(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v) => v.is_link_local(),
+        std::net::IpAddr::V6(v) => (v.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+fn digest((len, xor): (u32, u64)) -> String {
+    format!("{len}-{xor:016x}")
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn seed() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| wall_ms() as u64 ^ std::process::id() as u64)
+}
+
+/// `base` ± 50 %, so nodes that lost the same link do not all re-dial at once.
+fn jitter(base: Duration) -> Duration {
+    let f: f64 = SmallRng::seed_from_u64(seed()).random_range(0.5..1.5);
+    base.mul_f64(f)
+}
+
+struct Task {
+    core: Gossip<SocketAddr, SmallRng, IdCrypto>,
+    identity: Arc<Identity>,
+    udp: Arc<UdpSocket>,
+    udp_addr: SocketAddr,
+    view: Arc<MeshView>,
+    store: StoreHandle,
+    client: MeshClient,
+    me: NodeId,
+    name: String,
+    cfg: Config,
+    epoch: Instant,
+    next_tick: u64,
+    book: HashMap<NodeId, PeerRow>,
+    book_dirty: HashSet<NodeId>,
+    perf: HashMap<NodeId, Perf>,
+    demand_local: HashMap<ShortId, u32>,
+    demand_dirty: bool,
+    demand_mesh: HashMap<ShortId, HashMap<NodeId, u32>>,
+    queue: VecDeque<Job>,
+    running: HashMap<String, Job>,
+    /// Failed transfers waiting for their next try, with the attempt count.
+    retry: Vec<(Instant, Job, u32)>,
+    attempts: HashMap<String, u32>,
+    waiters: HashMap<String, Vec<oneshot::Sender<Result<(), String>>>>,
+    itx: mpsc::UnboundedSender<Internal>,
+    save_tx: mpsc::UnboundedSender<MeshSave>,
+    mdns: Option<Mdns>,
+    last_digest: String,
+    partial: PathBuf,
+    own_addrs: Vec<SocketAddr>,
+    peers_dirty: bool,
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task").field("me", &self.me).finish()
+    }
+}
+
+impl Task {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<Cmd>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+        mut found: mpsc::Receiver<mdns::Found>,
+        cancel: CancellationToken,
+    ) {
+        let udp = self.udp.clone();
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let mut redial = tokio::time::interval(Duration::from_secs(3600));
+        let mut next_redial = Instant::now();
+        let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+        let mut book_save = tokio::time::interval(BOOK_SAVE_INTERVAL);
+        let mut recon_all = tokio::time::interval(self.cfg.sync.reconcile_interval.0);
+        let mut demand = tokio::time::interval(Duration::from_secs(5));
+        let mut peers_refresh = tokio::time::interval(Duration::from_millis(200));
+        let mut retry_tick = tokio::time::interval(Duration::from_millis(500));
+        redial.reset_immediately();
+        self.announce_catalog(Vec::new(), false);
+        let out = self.core.handle(InEvent::Tick, self.now(), wall_ms());
+        self.process(out);
+        loop {
+            let tick_at = self.epoch + Duration::from_millis(self.next_tick);
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                r = udp.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => {
+                        if n > MAX_DATAGRAM {
+                            self.view.counters.dropped_invalid.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        let out = self.core.handle(InEvent::Recv { from, bytes: buf[..n].to_vec() }, self.now(), wall_ms());
+                        self.process(out);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "gossip socket receive error"),
+                },
+                Some(cmd) = cmds.recv() => self.on_cmd(cmd),
+                Some(ev) = internal.recv() => self.on_internal(ev),
+                Some(f) = found.recv() => {
+                    let addr = f.addrs.iter().find(|a| a.is_ipv4()).or(f.addrs.first()).copied();
+                    if let Some(a) = addr {
+                        tracing::debug!(peer = %f.name, addr = %a, "found by mDNS");
+                        self.link_up(a);
+                    }
+                }
+                _ = tokio::time::sleep_until(tick_at.into()) => {
+                    let out = self.core.handle(InEvent::Tick, self.now(), wall_ms());
+                    self.process(out);
+                }
+                _ = redial.tick() => {
+                    if Instant::now() >= next_redial {
+                        self.redial();
+                        next_redial = Instant::now() + jitter(self.cfg.discovery.redial_interval.0);
+                        redial.reset_after(next_redial - Instant::now());
+                    }
+                }
+                _ = sweep.tick() => self.sweep(),
+                _ = book_save.tick() => self.save_book(),
+                _ = recon_all.tick() => {
+                    let ns: Vec<SocketAddr> = self.core.neighbours().map(|(a, _)| *a).collect();
+                    for a in ns { self.reconcile(a); }
+                }
+                _ = demand.tick() => self.flush_demand(),
+                _ = retry_tick.tick() => self.retry_due(),
+                _ = peers_refresh.tick() => {
+                    if self.peers_dirty { self.rebuild_peers(); }
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn shutdown(mut self) {
+        self.save_book();
+        if let Some(m) = self.mdns.take() {
+            m.shutdown();
+        }
+        if self.cfg.discovery.broadcast {
+            for b in self.cfg.discovery.bootstrap.clone() {
+                if let Some(a) = resolve(&b.0).await {
+                    let _best_effort = self
+                        .client
+                        .request(a, Method::DELETE, "/api/bootstrap/unregister", Vec::new())
+                        .await;
+                }
+            }
+        }
+    }
+
+    fn process(&mut self, out: Vec<OutEvent<SocketAddr>>) {
+        let view = self.view.clone();
+        let c = &view.counters;
+        for o in out {
+            match o {
+                OutEvent::Send { to, bytes } => {
+                    c.datagrams_sent.fetch_add(1, Ordering::Relaxed);
+                    c.datagram_bytes_sent
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    if let Err(e) = self.udp.try_send_to(&bytes, to) {
+                        tracing::debug!(to = %to, error = %e, "gossip send failed");
+                    }
+                }
+                OutEvent::NextTick(t) => self.next_tick = t,
+                OutEvent::CatalogChange { ids, via, .. } => {
+                    let missing: Vec<ShortId> = {
+                        let cat = self.view.catalog.read().expect("lock");
+                        ids.iter()
+                            .filter(|id| cat.get(id).is_none())
+                            .map(short)
+                            .collect()
+                    };
+                    if !missing.is_empty() {
+                        self.fetch_records(via, missing, false);
+                    }
+                }
+                OutEvent::Reconcile(peer) => self.reconcile(peer),
+                OutEvent::Dial(a) => self.link_up(a),
+                OutEvent::PeerJoined(n) => {
+                    tracing::info!(peer = %n.short(), "peer joined");
+                    self.peers_dirty = true;
+                }
+                OutEvent::PeerLeft(n) => {
+                    tracing::info!(peer = %n.short(), "peer left");
+                    self.peers_dirty = true;
+                }
+                OutEvent::Demand { origin, counts } => {
+                    let mut touched = Vec::new();
+                    for (s, n) in counts {
+                        self.demand_mesh.entry(s).or_default().insert(origin, n);
+                        touched.push(s);
+                    }
+                    let urls: Vec<String> = {
+                        let cat = self.view.catalog.read().expect("lock");
+                        touched
+                            .iter()
+                            .filter_map(|s| cat.by_short(s).map(|r| r.record.url.clone()))
+                            .collect()
+                    };
+                    for u in urls {
+                        self.apply(&u);
+                    }
+                }
+            }
+        }
+        let s = &self.core.stats;
+        c.datagrams_received.store(s.received, Ordering::Relaxed);
+        c.dropped_invalid.store(s.dropped_invalid, Ordering::Relaxed);
+        c.dropped_duplicate
+            .store(s.dropped_duplicate, Ordering::Relaxed);
+        c.dropped_future.store(s.dropped_future, Ordering::Relaxed);
+        self.note_neighbours();
+        self.peers_dirty = true;
+    }
+
+    /// Records every current neighbour in the peer book.
+    fn note_neighbours(&mut self) {
+        let now_s = wall_ms() / 1000;
+        let ns: Vec<(SocketAddr, NodeId)> =
+            self.core.neighbours().map(|(a, n)| (*a, *n)).collect();
+        for (a, n) in ns {
+            let info = self.core.peers().get(&n).and_then(|p| p.info.clone());
+            let row = self.book.entry(n).or_insert_with(|| PeerRow {
+                node: n,
+                name: String::new(),
+                addrs: Vec::new(),
+                link_addr: None,
+                is_bootstrap: false,
+                first_seen: now_s,
+                last_seen: now_s,
+            });
+            let mut changed = row.link_addr != Some(a) || row.last_seen + 60 < now_s;
+            row.link_addr = Some(a);
+            row.last_seen = now_s;
+            if let Some(i) = info
+                && (row.name != i.name || row.addrs != i.addrs || row.is_bootstrap != i.is_bootstrap)
+            {
+                row.name = i.name;
+                row.addrs = i.addrs;
+                row.is_bootstrap = i.is_bootstrap;
+                changed = true;
+            }
+            if changed {
+                self.book_dirty.insert(n);
+            }
+        }
+    }
+
+    fn save_book(&mut self) {
+        if self.book_dirty.is_empty() {
+            return;
+        }
+        let peers = self
+            .book_dirty
+            .drain()
+            .filter_map(|n| self.book.get(&n).cloned())
+            .collect();
+        let _stopped = self.save_tx.send(MeshSave {
+            peers,
+            ..Default::default()
+        });
+    }
+
+    fn is_self(&self, a: &SocketAddr) -> bool {
+        *a == self.udp_addr || self.own_addrs.contains(a)
+    }
+
+    fn link_up(&mut self, a: SocketAddr) {
+        if self.is_self(&a) || self.core.neighbours().any(|(n, _)| *n == a) {
+            return;
+        }
+        let out = self.core.handle(InEvent::LinkUp(a), self.now(), wall_ms());
+        self.process(out);
+    }
+
+    /// Static peers, bootstrap nodes, and every peer in the book we are not
+    /// linked to.
+    fn redial(&mut self) {
+        let linked: HashSet<NodeId> = self.core.neighbours().map(|(_, n)| *n).collect();
+        let known: Vec<SocketAddr> = self
+            .book
+            .values()
+            .filter(|r| !linked.contains(&r.node))
+            .filter_map(|r| r.link_addr.or_else(|| r.addrs.first().copied()))
+            .collect();
+        for a in known {
+            self.link_up(a);
+        }
+        let statics: Vec<String> = self
+            .cfg
+            .discovery
+            .static_peers
+            .iter()
+            .map(|p| p.0.clone())
+            .collect();
+        let boots: Vec<String> = self
+            .cfg
+            .discovery
+            .bootstrap
+            .iter()
+            .map(|p| p.0.clone())
+            .collect();
+        if statics.is_empty() && boots.is_empty() {
+            return;
+        }
+        let client = self.client.clone();
+        let register = Register {
+            name: self.name.clone(),
+            addrs: self.own_addrs.clone(),
+        };
+        let broadcast = self.cfg.discovery.broadcast;
+        let me = self.me;
+        let tx = self.itx.clone();
+        tokio::spawn(async move {
+            let mut addrs = Vec::new();
+            for s in statics {
+                match resolve(&s).await {
+                    Some(a) => addrs.push(a),
+                    None => tracing::warn!(peer = %s, "static peer does not resolve"),
+                }
+            }
+            for b in boots {
+                let Some(a) = resolve(&b).await else {
+                    tracing::warn!(bootstrap = %b, "bootstrap node does not resolve");
+                    continue;
+                };
+                addrs.push(a);
+                if broadcast {
+                    let body = serde_json::to_vec(&register).expect("serializes");
+                    if let Err(e) = client
+                        .ok(a, Method::POST, "/api/bootstrap/register", body)
+                        .await
+                    {
+                        tracing::warn!(bootstrap = %b, error = %e, "bootstrap registration failed");
+                    }
+                }
+                let t = Instant::now();
+                match client
+                    .ok(a, Method::GET, "/api/bootstrap/discover", Vec::new())
+                    .await
+                {
+                    Ok(body) => {
+                        let _gone = tx.send(Internal::Rtt(a, t.elapsed()));
+                        match serde_json::from_slice::<Discover>(&body) {
+                            Ok(d) => {
+                                for p in d.peers {
+                                    if p.node != me.to_hex() {
+                                        addrs.extend(p.addrs.first().copied());
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(bootstrap = %b, error = %e, "bad discover answer")
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(bootstrap = %b, error = %e, "bootstrap discover failed"),
+                }
+            }
+            let _stopped = tx.send(Internal::Dial(addrs));
+        });
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::LocalChanged(url, done) => {
+                if let Some(s) = self.own_record(&url) {
+                    let id = s.id;
+                    self.insert(vec![s], false);
+                    self.announce_catalog(vec![id], false);
+                }
+                let _caller_gone = done.send(());
+            }
+            Cmd::Records(recs) => self.insert(recs, true),
+            Cmd::Requested(url) => {
+                let id = {
+                    let cat = self.view.catalog.read().expect("lock");
+                    cat.resolve(&url)
+                        .winner
+                        .filter(|w| w.record.priority() == Some(Priority::Popular))
+                        .map(|w| w.id)
+                };
+                if let Some(id) = id {
+                    *self.demand_local.entry(short(&id)).or_default() += 1;
+                    self.demand_dirty = true;
+                }
+            }
+            Cmd::FetchNow(url, reply) => {
+                let winner = {
+                    let cat = self.view.catalog.read().expect("lock");
+                    cat.resolve(&url).winner
+                };
+                match winner {
+                    Some(w) if fetch_on_read(&w.record) && w.record.origin != self.me => {
+                        if self.held_matches(&url, &w) {
+                            let _gone = reply.send(Ok(()));
+                            return;
+                        }
+                        self.waiters.entry(url.clone()).or_default().push(reply);
+                        self.enqueue(Job {
+                            target: url,
+                            rec: w,
+                        });
+                    }
+                    _ => {
+                        let _gone = reply.send(Err("not in the mesh catalog".into()));
+                    }
+                }
+            }
+            Cmd::Dial(addrs) => {
+                for a in addrs {
+                    self.link_up(a);
+                }
+            }
+        }
+    }
+
+    fn on_internal(&mut self, ev: Internal) {
+        match ev {
+            Internal::Records { recs, from_recon } => self.insert(recs, from_recon),
+            Internal::Dial(addrs) => {
+                for a in addrs {
+                    self.link_up(a);
+                }
+            }
+            Internal::Rtt(a, d) => {
+                if let Some(n) = self.node_at(&a) {
+                    let p = self.perf.entry(n).or_default();
+                    let ms = d.as_secs_f64() * 1000.0;
+                    p.rtt_ms = Some(p.rtt_ms.map_or(ms, |r| 0.8 * r + 0.2 * ms));
+                }
+            }
+            Internal::ReconDone { bytes } => {
+                let c = &self.view.counters;
+                c.reconciliations.fetch_add(1, Ordering::Relaxed);
+                c.recon_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+            }
+            Internal::TransferDone {
+                target,
+                result,
+                essential,
+            } => {
+                let job = self.running.remove(&target);
+                let view = self.view.clone();
+                let c = &view.counters;
+                let reply = match result {
+                    Ok(report) => {
+                        c.transfers_done.fetch_add(1, Ordering::Relaxed);
+                        self.attempts.remove(&target);
+                        for (a, (bytes, took)) in &report.bytes_from {
+                            c.chunks_fetched.fetch_add(
+                                report.chunks_from.get(a).copied().unwrap_or(0) as u64,
+                                Ordering::Relaxed,
+                            );
+                            if let Some(n) = self.node_at(a)
+                                && !took.is_zero()
+                            {
+                                let bps = *bytes as f64 / took.as_secs_f64();
+                                let p = self.perf.entry(n).or_default();
+                                p.bw_bps = Some(p.bw_bps.map_or(bps, |b| 0.7 * b + 0.3 * bps));
+                            }
+                        }
+                        self.view
+                            .refused
+                            .write()
+                            .expect("lock")
+                            .remove(&target);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        c.transfers_failed.fetch_add(1, Ordering::Relaxed);
+                        if essential && e.contains("not enough storage") {
+                            c.essential_refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(url = %target, error = %e, "cannot store an ESSENTIAL item: raise store.max_bytes or free space");
+                            self.view
+                                .refused
+                                .write()
+                                .expect("lock")
+                                .insert(target.clone(), e.clone());
+                        } else if let Some(job) = job {
+                            // back off 1, 2, 4 ... 30 s: the holder may be one hop
+                            // further and still fetching, or just out of reach
+                            let n = self.attempts.entry(target.clone()).or_default();
+                            *n += 1;
+                            let wait = Duration::from_secs((1u64 << (*n).min(5)).min(30));
+                            tracing::info!(url = %target, error = %e, retry_in = ?wait, "transfer failed; will retry");
+                            self.retry.push((Instant::now() + wait, job, *n));
+                        }
+                        Err(e)
+                    }
+                };
+                for w in self.waiters.remove(&target).unwrap_or_default() {
+                    let _gone = w.send(reply.clone());
+                }
+                self.start_jobs();
+            }
+        }
+    }
+
+    fn node_at(&self, a: &SocketAddr) -> Option<NodeId> {
+        self.core
+            .neighbours()
+            .find(|(x, _)| *x == a)
+            .map(|(_, n)| *n)
+            .or_else(|| {
+                self.book
+                    .values()
+                    .find(|r| r.link_addr == Some(*a) || r.addrs.contains(a))
+                    .map(|r| r.node)
+            })
+    }
+
+    /// Inserts verified records, persists them, and replicates what changed.
+    fn insert(&mut self, recs: Vec<Signed>, from_recon: bool) {
+        let mut save = MeshSave::default();
+        let mut urls = BTreeSet::new();
+        {
+            let mut cat = self.view.catalog.write().expect("lock");
+            for r in recs {
+                let (id, wire, url) = (r.id, r.wire.clone(), r.record.url.clone());
+                if let Insert::New { superseded } = cat.insert(r) {
+                    save.add.push((id, wire));
+                    save.remove.extend(superseded);
+                    urls.insert(url);
+                }
+            }
+        }
+        if urls.is_empty() {
+            return;
+        }
+        self.view
+            .counters
+            .records_accepted
+            .fetch_add(save.add.len() as u64, Ordering::Relaxed);
+        let _stopped = self.save_tx.send(save);
+        for u in &urls {
+            self.apply(u);
+        }
+        self.announce_catalog(Vec::new(), from_recon);
+    }
+
+    /// Tells the gossip core (and mDNS) our catalog fingerprint; `ids` are
+    /// new records of our own to announce.
+    fn announce_catalog(&mut self, ids: Vec<Id>, tell_neighbours: bool) {
+        let (len, xor) = self.view.catalog.read().expect("lock").set().fingerprint();
+        let out = self.core.handle(
+            InEvent::Catalog {
+                len,
+                xor,
+                ids,
+                tell_neighbours,
+            },
+            self.now(),
+            wall_ms(),
+        );
+        self.process(out);
+        let d = digest((len, xor));
+        if d != self.last_digest {
+            if let Some(m) = &self.mdns
+                && let Err(e) = m.set_digest(&d)
+            {
+                tracing::debug!(error = %e, "mDNS digest update failed");
+            }
+            self.last_digest = d;
+        }
+    }
+
+    /// Our record for `url` if the store's state differs from the catalog's.
+    fn own_record(&self, url: &str) -> Option<Signed> {
+        let cat = self.view.catalog.read().expect("lock");
+        let own = cat.own(url, &self.me);
+        let live = self.store.get(url);
+        let me_hex = self.me.to_hex();
+        match live {
+            Some(e) if e.fields().origin == me_hex => {
+                let f = e.fields();
+                if f.access == Access::Private {
+                    return tombstone(&cat, own, url, &self.me)
+                        .map(|r| r.sign(|b| self.client_sign(b)));
+                }
+                let content = Content {
+                    hash: f.hash.0,
+                    size: f.size,
+                    manifest_root: (!e.manifest.is_empty())
+                        .then(|| record::manifest_root(&e.manifest)),
+                    content_type: f.content_type.clone(),
+                    priority: f.priority as u8,
+                    access: f.access.to_u8(),
+                    tags: f.tags.clone(),
+                };
+                if own.is_some_and(|o| {
+                    o.record.version == f.version && o.record.content.as_ref() == Some(&content)
+                }) {
+                    return None;
+                }
+                Some(
+                    Record {
+                        origin: self.me,
+                        url: url.to_string(),
+                        version: f.version.max(own.map_or(0, |o| o.record.version + 1)),
+                        published_ms: f.timestamp_ms,
+                        content: Some(content),
+                    }
+                    .sign(|b| self.client_sign(b)),
+                )
+            }
+            Some(_) => None, // another origin's version is held; ours stands in the catalog
+            None => tombstone(&cat, own, url, &self.me).map(|r| r.sign(|b| self.client_sign(b))),
+        }
+    }
+
+    fn client_sign(&self, b: &[u8]) -> [u8; 64] {
+        self.identity.sign(b)
+    }
+
+    /// At start: records for own content published while the mesh was not
+    /// running (or by an older version), deletions for own content removed.
+    fn sync_own_all(&mut self) {
+        let me_hex = self.me.to_hex();
+        let mut urls: BTreeSet<String> = self
+            .store
+            .list()
+            .into_iter()
+            .filter(|e| e.fields().origin == me_hex)
+            .map(|e| e.fields().url.clone())
+            .collect();
+        {
+            let cat = self.view.catalog.read().expect("lock");
+            urls.extend(
+                cat.records()
+                    .filter(|r| r.record.origin == self.me)
+                    .map(|r| r.record.url.clone()),
+            );
+        }
+        let recs: Vec<Signed> = urls.iter().filter_map(|u| self.own_record(u)).collect();
+        if !recs.is_empty() {
+            tracing::info!(records = recs.len(), "signed records for own content");
+            self.insert(recs, false);
+        }
+    }
+
+    fn held_matches(&self, target: &str, rec: &Signed) -> bool {
+        match (self.store.get(target), &rec.record.content) {
+            (Some(e), Some(c)) => {
+                let f = e.fields();
+                f.hash.0 == c.hash && f.version == rec.record.version && !f.quarantined
+            }
+            _ => false,
+        }
+    }
+
+    fn demand_for(&self, id: &Id) -> u64 {
+        let s = short(id);
+        let local = self.demand_local.get(&s).copied().unwrap_or(0) as u64;
+        let mesh: u64 = self
+            .demand_mesh
+            .get(&s)
+            .map(|m| m.values().map(|v| *v as u64).sum())
+            .unwrap_or(0);
+        local + mesh
+    }
+
+    /// Brings the local store in line with the catalog's resolution of `url`.
+    fn apply(&mut self, url: &str) {
+        let res = self.view.catalog.read().expect("lock").resolve(url);
+        let me_hex = self.me.to_hex();
+        let mut targets = Vec::new();
+        if let Some(w) = &res.winner {
+            targets.push((url.to_string(), w.clone()));
+        }
+        if self.cfg.sync.keep_both {
+            targets.extend(res.losers.iter().cloned());
+        }
+        // a replica of a version that is no longer the winner goes
+        if let Some(held) = self.store.get(url) {
+            let f = held.fields();
+            let current = res
+                .winner
+                .as_ref()
+                .is_some_and(|w| self.held_matches(url, w));
+            if f.origin != me_hex && !current {
+                let keep_for_refetch = res.winner.as_ref().is_some_and(|w| {
+                    should_hold(
+                        &w.record,
+                        &self.me,
+                        true,
+                        self.demand_for(&w.id),
+                        self.cfg.sync.popular_threshold,
+                    )
+                });
+                if !keep_for_refetch {
+                    let store = self.store.clone();
+                    let u = url.to_string();
+                    tokio::spawn(async move {
+                        if let Err(e) = store.remove(&u).await {
+                            tracing::debug!(url = %u, error = %e, "could not drop a stale replica");
+                        }
+                    });
+                }
+            }
+        }
+        for (target, rec) in targets {
+            if rec.record.origin == self.me || self.held_matches(&target, &rec) {
+                continue;
+            }
+            let cached = self.store.get(&target).is_some();
+            if should_hold(
+                &rec.record,
+                &self.me,
+                cached,
+                self.demand_for(&rec.id),
+                self.cfg.sync.popular_threshold,
+            ) {
+                self.enqueue(Job { target, rec });
+            }
+        }
+    }
+
+    fn retry_due(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.retry).into_iter().partition(|(t, _, _)| *t <= now);
+        self.retry = later;
+        for (_, job, _) in due {
+            // only if it is still wanted: the catalog may have moved on
+            self.apply(&job.rec.record.url.clone());
+        }
+    }
+
+    fn sweep(&mut self) {
+        let urls: Vec<String> = self
+            .view
+            .catalog
+            .read()
+            .expect("lock")
+            .urls()
+            .map(str::to_string)
+            .collect();
+        for u in urls {
+            self.apply(&u);
+        }
+    }
+
+    fn enqueue(&mut self, job: Job) {
+        if self.running.contains_key(&job.target)
+            || self.queue.iter().any(|j| j.target == job.target)
+        {
+            return;
+        }
+        let prio = job.rec.record.priority().map_or(9, |p| p as u8);
+        // essential first, then popular, ...; readers' requests jump the queue
+        let wanted_now = self.waiters.contains_key(&job.target);
+        let pos = if wanted_now {
+            0
+        } else {
+            self.queue
+                .iter()
+                .position(|j| j.rec.record.priority().map_or(9, |p| p as u8) > prio)
+                .unwrap_or(self.queue.len())
+        };
+        self.queue.insert(pos, job);
+        self.start_jobs();
+    }
+
+    fn start_jobs(&mut self) {
+        while self.running.len() < TRANSFERS_MAX {
+            let Some(job) = self.queue.pop_front() else {
+                return;
+            };
+            let Some(content) = job.rec.record.content.clone() else {
+                continue;
+            };
+            self.running.insert(job.target.clone(), job.clone());
+            let sources: Vec<SocketAddr> = self.core.neighbours().map(|(a, _)| *a).collect();
+            let (client, store, tx) = (self.client.clone(), self.store.clone(), self.itx.clone());
+            let partial = self.partial.clone();
+            let parallel = self.cfg.sync.parallel_chunks as usize;
+            let essential = job.rec.record.priority() == Some(Priority::Essential);
+            tokio::spawn(async move {
+                let result = run_job(&client, &store, &sources, &job, &content, &partial, parallel)
+                    .await;
+                let _stopped = tx.send(Internal::TransferDone {
+                    target: job.target,
+                    result,
+                    essential,
+                });
+            });
+        }
+    }
+
+    fn flush_demand(&mut self) {
+        if !self.demand_dirty {
+            return;
+        }
+        self.demand_dirty = false;
+        let counts: Vec<([u8; 8], u32)> =
+            self.demand_local.iter().map(|(k, v)| (*k, *v)).collect();
+        let out = self
+            .core
+            .handle(InEvent::Demand(counts), self.now(), wall_ms());
+        self.process(out);
+        // our own clients' demand counts here too
+        let urls: Vec<String> = {
+            let cat = self.view.catalog.read().expect("lock");
+            self.demand_local
+                .keys()
+                .filter_map(|s| cat.by_short(s).map(|r| r.record.url.clone()))
+                .collect()
+        };
+        for u in urls {
+            self.apply(&u);
+        }
+    }
+
+    fn fetch_records(&self, peer: SocketAddr, shorts: Vec<ShortId>, from_recon: bool) {
+        let (client, tx) = (self.client.clone(), self.itx.clone());
+        let counters_rejected = self.view.clone();
+        tokio::spawn(async move {
+            for batch in shorts.chunks(RECORD_BATCH) {
+                let body: Vec<u8> = batch.iter().flatten().copied().collect();
+                let t = Instant::now();
+                match client
+                    .ok(peer, Method::POST, "/mesh/v1/records/get", body)
+                    .await
+                {
+                    Ok(b) => {
+                        let _gone = tx.send(Internal::Rtt(peer, t.elapsed()));
+                        let (recs, bad) = record::open_many(&b, crate::identity::verify);
+                        counters_rejected
+                            .counters
+                            .records_rejected
+                            .fetch_add(bad as u64, Ordering::Relaxed);
+                        let _stopped = tx.send(Internal::Records { recs, from_recon });
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %peer, error = %e, "fetching records failed");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Runs a reconciliation with `peer` as the initiator, then pulls the
+    /// records we lack and pushes the ones it lacks.
+    fn reconcile(&self, peer: SocketAddr) {
+        let (client, tx, view) = (self.client.clone(), self.itx.clone(), self.view.clone());
+        tokio::spawn(async move {
+            let mut msg = view.catalog.read().expect("lock").set().initiate();
+            let mut need = BTreeSet::new();
+            let mut give = BTreeSet::new();
+            let mut bytes = 0;
+            for _ in 0..RECON_ROUNDS_MAX {
+                let body = recon::encode(&msg);
+                bytes += body.len();
+                let t = Instant::now();
+                let resp = match client.ok(peer, Method::POST, "/mesh/v1/recon", body).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!(peer = %peer, error = %e, "reconciliation failed");
+                        return;
+                    }
+                };
+                let _gone = tx.send(Internal::Rtt(peer, t.elapsed()));
+                bytes += resp.len();
+                let Ok(reply) = recon::decode(&resp) else {
+                    tracing::warn!(peer = %peer, "peer sent a malformed reconciliation message");
+                    return;
+                };
+                if reply.is_empty() {
+                    break;
+                }
+                let (next, learned) = {
+                    let cat = view.catalog.read().expect("lock");
+                    recon::respond(cat.set(), &reply, Role::Initiator)
+                };
+                need.extend(learned.need);
+                give.extend(learned.give);
+                if next.is_empty() {
+                    break;
+                }
+                msg = next;
+            }
+            let _gone = tx.send(Internal::ReconDone { bytes });
+            if !give.is_empty() {
+                let wires: Vec<Vec<u8>> = {
+                    let cat = view.catalog.read().expect("lock");
+                    give.iter()
+                        .filter_map(|id| cat.get(id).map(|r| r.wire.clone()))
+                        .collect()
+                };
+                for batch in wires.chunks(RECORD_BATCH) {
+                    let body = batch.concat();
+                    if let Err(e) = client
+                        .ok(peer, Method::POST, "/mesh/v1/records/put", body)
+                        .await
+                    {
+                        tracing::debug!(peer = %peer, error = %e, "pushing records failed");
+                        break;
+                    }
+                }
+            }
+            if !need.is_empty() {
+                let shorts: Vec<ShortId> = need.into_iter().collect();
+                for batch in shorts.chunks(RECORD_BATCH) {
+                    let body: Vec<u8> = batch.iter().flatten().copied().collect();
+                    match client
+                        .ok(peer, Method::POST, "/mesh/v1/records/get", body)
+                        .await
+                    {
+                        Ok(b) => {
+                            let (recs, bad) = record::open_many(&b, crate::identity::verify);
+                            view.counters
+                                .records_rejected
+                                .fetch_add(bad as u64, Ordering::Relaxed);
+                            let _stopped = tx.send(Internal::Records {
+                                recs,
+                                from_recon: true,
+                            });
+                        }
+                        Err(e) => {
+                            tracing::debug!(peer = %peer, error = %e, "fetching records failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    fn rebuild_peers(&mut self) {
+        self.peers_dirty = false;
+        let now = self.now();
+        let wall = wall_ms();
+        let hb = self.cfg.gossip.heartbeat_interval.0.as_millis() as f64;
+        let expiry = self.cfg.gossip.peer_expiry.0.as_millis() as i64;
+        let neighbours: HashSet<NodeId> = self.core.neighbours().map(|(_, n)| *n).collect();
+        let mut rows: Vec<PeerStatus> = self
+            .core
+            .peers()
+            .iter()
+            .map(|(id, p)| {
+                let ago = now.saturating_sub(p.last_seen) as f64;
+                let availability = if ago <= hb * 1.5 {
+                    1.0
+                } else {
+                    (1.0 - (ago - hb * 1.5) / (expiry as f64 - hb * 1.5).max(1.0)).clamp(0.0, 1.0)
+                };
+                let perf = self.perf.get(id).copied().unwrap_or_default();
+                let to_wall = |t: u64| wall - (now.saturating_sub(t)) as i64;
+                let info = p.info.as_ref();
+                PeerStatus {
+                    node_id: id.to_hex(),
+                    name: info
+                        .map(|i| i.name.clone())
+                        .or_else(|| self.book.get(id).map(|r| r.name.clone()))
+                        .filter(|n| !n.is_empty()),
+                    addrs: info
+                        .map(|i| i.addrs.iter().map(|a| a.to_string()).collect())
+                        .unwrap_or_default(),
+                    is_bootstrap: info.is_some_and(|i| i.is_bootstrap),
+                    neighbour: neighbours.contains(id),
+                    catalog: CatalogSummary {
+                        entries: p.catalog.0,
+                        fingerprint: p.catalog.1,
+                    },
+                    availability,
+                    performance: perf.rtt_ms.map(|r| 1.0 / (1.0 + r / 100.0)),
+                    rtt_ms: perf.rtt_ms,
+                    bandwidth_bps: perf.bw_bps,
+                    discovered_at: to_wall(p.discovered_at),
+                    last_seen: to_wall(p.last_seen),
+                    expires_at: to_wall(p.last_seen) + expiry,
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.node_id.cmp(&b.node_id)));
+        *self.view.peers.write().expect("lock") = rows;
+        *self.view.neighbours.write().expect("lock") =
+            self.core.neighbours().map(|(a, n)| (*a, *n)).collect();
+    }
+}
+
+fn tombstone(
+    cat: &MeshCatalog,
+    own: Option<&Arc<Signed>>,
+    url: &str,
+    me: &NodeId,
+) -> Option<Record> {
+    let own = own?;
+    own.record.content.as_ref()?;
+    Some(Record {
+        origin: *me,
+        url: url.to_string(),
+        version: cat.max_version(url).max(own.record.version) + 1,
+        published_ms: wall_ms(),
+        content: None,
+    })
+}
+
+async fn resolve(hostport: &str) -> Option<SocketAddr> {
+    tokio::net::lookup_host(hostport).await.ok()?.next()
+}
+
+async fn run_job(
+    client: &MeshClient,
+    store: &StoreHandle,
+    sources: &[SocketAddr],
+    job: &Job,
+    content: &Content,
+    partial: &std::path::Path,
+    parallel: usize,
+) -> Result<transfer::Report, String> {
+    let hash = crate::catalog::ContentHash(content.hash);
+    let (ingested, report) = match store.by_hash(&hash) {
+        Some(e) => (
+            transfer::copy_local(store.blobs(), hash, e.fields().size)
+                .await
+                .map_err(|e| e.to_string())?,
+            transfer::Report::default(),
+        ),
+        None => transfer::fetch(
+            client,
+            sources,
+            &Want {
+                hash,
+                size: content.size,
+                manifest_root: content.manifest_root,
+            },
+            store.blobs(),
+            partial,
+            parallel,
+        )
+        .await
+        .map_err(|e| e.to_string())?,
+    };
+    let url = ContentUrl::parse(&job.target).map_err(|e| e.to_string())?;
+    let r = &job.rec.record;
+    let meta = PublishMeta {
+        url,
+        content_type: Some(content.content_type.clone()),
+        priority: Priority::from_u8(content.priority).unwrap_or(Priority::Standard),
+        access: Access::from_u8(content.access).unwrap_or(Access::Community),
+        tags: content.tags.clone(),
+        origin: r.origin,
+        pinned: false,
+        version: Some(r.version),
+        timestamp_ms: Some(r.published_ms),
+        version_floor: 0,
+    };
+    match store.publish(ingested, meta).await {
+        Ok(_) => Ok(report),
+        Err(StoreError::Stale { .. }) => Ok(report), // a newer one got here first
+        Err(e) => Err(e.to_string()),
+    }
+}

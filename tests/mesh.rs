@@ -1,0 +1,299 @@
+//! Several real daemons in one process on 127.0.0.1, linked by static peers
+//! or a bootstrap node (mDNS off): gossip, reconciliation, record exchange,
+//! replication by priority, conflicts, deletions and multi-peer transfers
+//! over real UDP and HTTP sockets. The namespace tests (tests/netns_mesh.rs)
+//! cover mDNS, partitions and killed processes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestNode, data, opts};
+use meshnode::api::client::PublishOptions;
+
+/// Fast timers so tests take seconds.
+fn mesh_cfg(discovery: &str, sync: &str) -> String {
+    format!(
+        "[discovery]\nmdns = false\nredial_interval = \"500ms\"\n{discovery}\n\
+         [gossip]\nheartbeat_interval = \"1s\"\npeer_expiry = \"5s\"\n\
+         [sync]\nreconcile_interval = \"2s\"\n{sync}\n"
+    )
+}
+
+async fn node(static_peers: &[&TestNode], sync: &str) -> TestNode {
+    let peers: Vec<String> = static_peers
+        .iter()
+        .map(|n| format!("\"{}\"", n.addr))
+        .collect();
+    TestNode::start(&mesh_cfg(
+        &format!("static_peers = [{}]", peers.join(", ")),
+        sync,
+    ))
+    .await
+}
+
+async fn wait_for<F, Fut>(what: &str, secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+async fn status(n: &TestNode) -> serde_json::Value {
+    n.ctl.get("/api/v1/status").await.unwrap()
+}
+
+async fn digest(n: &TestNode) -> String {
+    status(n).await["mesh"]["catalog_digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Bytes of a URL in a node's own store (control socket: no mesh fetch).
+async fn held(n: &TestNode, path: &str) -> Option<Vec<u8>> {
+    let url = format!("http://n0call.radio{path}");
+    n.ctl
+        .get(&format!("/api/v1/catalog?q={}", urlencode(&url)))
+        .await
+        .ok()
+        .filter(|v| v["entries"].as_array().is_some_and(|a| a.iter().any(|e| e["url"] == url)))?;
+    let r = n.get("n0call.radio", path, &[]).await;
+    (r.status == 200).then(|| r.body.to_vec())
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn metrics(n: &TestNode) -> String {
+    n.get("127.0.0.1", "/metrics", &[]).await.text()
+}
+
+fn with_priority(path: &str, p: &str) -> PublishOptions {
+    PublishOptions {
+        priority: Some(p.into()),
+        ..opts(path)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn essential_items_reach_every_node_of_a_chain_and_deletions_follow() {
+    let a = node(&[], "").await;
+    let b = node(&[&a], "").await;
+    let c = node(&[&b], "").await; // c only knows b: a is two hops away
+    let body = data(300_000, 7); // two chunks
+    a.publish_with(&body, with_priority("/essential.bin", "essential"))
+        .await;
+    wait_for("the essential item on c", 20, || async {
+        held(&c, "/essential.bin").await.as_deref() == Some(&body[..])
+    })
+    .await;
+    assert_eq!(held(&b, "/essential.bin").await.as_deref(), Some(&body[..]));
+    // c learned of a through gossip (peer announcements), with its name
+    let a_id = node_id(&a).await;
+    wait_for("a in c's peer table", 10, || async {
+        let p = c.ctl.get("/api/v1/peers").await.unwrap();
+        p["peers"].as_array().unwrap().iter().any(|r| {
+            r["node_id"] == a_id.as_str() && r["name"] == "N0CALL-test" && r["neighbour"] == false
+        })
+    })
+    .await;
+    // a deletion at the origin spreads and the copies go
+    a.ctl
+        .with_url(
+            hyper::Method::DELETE,
+            "/api/v1/content",
+            "http://n0call.radio/essential.bin",
+            &[],
+        )
+        .await
+        .unwrap();
+    wait_for("the copy on c to go", 20, || async {
+        c.get("n0call.radio", "/essential.bin", &[]).await.status == 404
+    })
+    .await;
+    let da = digest(&a).await;
+    wait_for("identical catalogs", 10, || async {
+        digest(&b).await == da && digest(&c).await == da
+    })
+    .await;
+}
+
+async fn node_id(n: &TestNode) -> String {
+    status(n).await["node_id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn priorities_decide_who_holds_what() {
+    let a = node(&[], "popular_threshold = 3").await;
+    let b = node(&[&a], "popular_threshold = 3").await;
+    let c = node(&[&b], "popular_threshold = 3").await;
+    a.publish_with(b"standard", with_priority("/standard.txt", "standard"))
+        .await;
+    a.publish_with(b"personal", with_priority("/personal.txt", "personal"))
+        .await;
+    a.publish_with(b"popular", with_priority("/popular.txt", "popular"))
+        .await;
+    let da = digest(&a).await;
+    wait_for("catalogs to agree", 15, || async {
+        digest(&b).await == da && digest(&c).await == da
+    })
+    .await;
+    assert_eq!(status(&c).await["mesh"]["records"], 3);
+    // nothing copied yet: only essential items are pushed
+    for p in ["/standard.txt", "/personal.txt", "/popular.txt"] {
+        assert_eq!(
+            status(&c).await["store"]["entries"],
+            0,
+            "{p} must not be on c yet"
+        );
+    }
+    // standard: cached where it is read (c pulls it through b)
+    let r = c.get("n0call.radio", "/standard.txt", &[]).await;
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "standard"));
+    assert_eq!(status(&c).await["store"]["entries"], 1);
+    // personal: never leaves its origin
+    let r = c.get("n0call.radio", "/personal.txt", &[]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(status(&c).await["store"]["entries"], 1);
+    // popular: copied everywhere once the mesh has asked for it 3 times (at a)
+    for _ in 0..3 {
+        assert_eq!(a.get("n0call.radio", "/popular.txt", &[]).await.status, 200);
+    }
+    wait_for("popular copied to b without a read there", 20, || async {
+        held(&b, "/popular.txt").await.as_deref() == Some(&b"popular"[..])
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_edits_resolve_the_same_everywhere_and_keep_both_keeps_the_loser() {
+    // a and b publish the same URL, unconnected (a partition); c joins both
+    let a = node(&[], "keep_both = true").await;
+    let b = node(&[], "keep_both = true").await;
+    a.publish_with(b"from a", with_priority("/notice.txt", "essential"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    b.publish_with(b"from b", with_priority("/notice.txt", "essential"))
+        .await; // same version 1, later clock: b wins
+    let c = node(&[&a, &b], "keep_both = true").await;
+    let dc = || async { digest(&c).await };
+    wait_for("one catalog on a, b and c", 20, || async {
+        let d = dc().await;
+        digest(&a).await == d && digest(&b).await == d && status(&c).await["mesh"]["records"] == 2
+    })
+    .await;
+    for n in [&a, &b, &c] {
+        wait_for("the winner served everywhere", 20, || async {
+            n.get("n0call.radio", "/notice.txt", &[]).await.body == b"from b"[..]
+        })
+        .await;
+    }
+    // the loser stays reachable at its derived URL on every node
+    let cat = c.ctl.get("/api/v1/catalog").await.unwrap();
+    let derived: Vec<String> = cat["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["url"].as_str().unwrap().to_string())
+        .filter(|u| u.contains("/notice.txt~"))
+        .collect();
+    assert_eq!(derived.len(), 1, "{cat}");
+    let path = derived[0].trim_start_matches("http://n0call.radio");
+    for n in [&a, &b, &c] {
+        wait_for("the loser at its derived URL", 20, || async {
+            n.get("n0call.radio", path, &[]).await.body == b"from a"[..]
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_file_is_pulled_from_several_peers_at_once() {
+    let body = data(4 << 20, 3); // 16 chunks
+    let a = node(&[], "").await;
+    let b = node(&[&a], "").await;
+    // both hold the same bytes (b copies a's essential item)
+    a.publish_with(&body, with_priority("/big.bin", "essential"))
+        .await;
+    wait_for("b's copy", 30, || async {
+        held(&b, "/big.bin").await.as_deref() == Some(&body[..])
+    })
+    .await;
+    let served_before = metric(&metrics(&a).await, "meshnode_chunks_served_total");
+    let c = node(&[&a, &b], "").await;
+    wait_for("c's copy", 30, || async {
+        held(&c, "/big.bin").await.as_deref() == Some(&body[..])
+    })
+    .await;
+    let from_a = metric(&metrics(&a).await, "meshnode_chunks_served_total") - served_before;
+    let from_b = metric(&metrics(&b).await, "meshnode_chunks_served_total");
+    eprintln!("chunks for c: {from_a} from a, {from_b} from b");
+    assert!(from_a > 0 && from_b > 0, "swarming: {from_a} from a, {from_b} from b");
+    assert!(from_a + from_b >= 16);
+    assert_eq!(metric(&metrics(&c).await, "meshnode_chunks_fetched_total"), 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_found_only_through_a_bootstrap_node() {
+    let boot = TestNode::start(&mesh_cfg("broadcast = true", "")).await;
+    let cfg = |broadcast: bool| {
+        mesh_cfg(
+            &format!("broadcast = {broadcast}\nbootstrap = [\"{}\"]", boot.addr),
+            "",
+        )
+    };
+    let loud = TestNode::start(&cfg(true)).await;
+    let silent = TestNode::start(&cfg(false)).await;
+    let loud_id = node_id(&loud).await;
+    let silent_id = node_id(&silent).await;
+    // the silent node links straight to the broadcasting one it learned of
+    wait_for("the silent node's direct link to the loud one", 15, || async {
+        let p = silent.ctl.get("/api/v1/peers").await.unwrap();
+        p["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["node_id"] == loud_id.as_str() && r["neighbour"] == true)
+    })
+    .await;
+    // the bootstrap node lists itself and the broadcasting node, never the silent one
+    let d = boot.get("127.0.0.1", "/api/bootstrap/discover", &[]).await.json();
+    let ids: Vec<&str> = d["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["node"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&loud_id.as_str()), "{d}");
+    assert!(!ids.contains(&silent_id.as_str()), "{d}");
+    assert_eq!(ids.len(), 2, "{d}");
+    // a node that does not broadcast is not a bootstrap node
+    assert_eq!(
+        silent
+            .get("127.0.0.1", "/api/bootstrap/discover", &[])
+            .await
+            .status,
+        404
+    );
+    // unsigned node-to-node requests are refused
+    let r = common::http(boot.addr, "POST", "127.0.0.1", "/mesh/v1/recon", &[]).await;
+    assert_eq!(r.status, 401);
+}
