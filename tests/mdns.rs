@@ -96,7 +96,32 @@ impl Netns {
         for (n, dev) in [(a, "lo"), (b, "lo"), (a, "veth-a"), (b, "veth-b")] {
             ip(&["-n", n, "link", "set", dev, "up"])?;
         }
+        // A fresh veth gets its carrier up to a second after `link set up`;
+        // until then mdns-sd leaves it out (it is not operationally up) and
+        // only picks it up at its next interface check. Start on a LAN that is
+        // up, as the figures printed below are about mDNS, not about links.
+        wait_link_up(a, "veth-a")?;
+        wait_link_up(b, "veth-b")?;
         Ok(ns)
+    }
+}
+
+/// Waits until `dev` in namespace `ns` has its carrier and is operationally up.
+fn wait_link_up(ns: &str, dev: &str) -> Result<(), String> {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-o", "link", "show", "dev", dev])
+            .output()
+            .map_err(|e| format!("ip link show: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("LOWER_UP") && text.contains("state UP") {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(format!("{dev} in {ns} did not come up: {}", text.trim()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

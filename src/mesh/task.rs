@@ -727,6 +727,12 @@ impl Task {
                     Ok(report) => {
                         c.transfers_done.fetch_add(1, Ordering::Relaxed);
                         self.attempts.remove(&target);
+                        // e.g. the winner waiting for our own loser's copy
+                        if let Some(j) = &job
+                            && self.held_matches(&target, &j.rec)
+                        {
+                            self.apply(&j.rec.record.url.clone());
+                        }
                         for (a, (bytes, took)) in &report.bytes_from {
                             c.chunks_fetched.fetch_add(
                                 report.chunks_from.get(a).copied().unwrap_or(0) as u64,
@@ -897,11 +903,21 @@ impl Task {
     /// running (or by an older version), deletions for own content removed.
     fn sync_own_all(&mut self) {
         let me_hex = self.me.to_hex();
+        // copies of our own losing versions (keep_both) are not publications
+        let derived: HashSet<String> = self
+            .view
+            .catalog
+            .read()
+            .expect("lock")
+            .records()
+            .filter(|r| r.record.origin == self.me)
+            .map(|r| crate::sync::catalog::derived_url(&r.record))
+            .collect();
         let mut urls: BTreeSet<String> = self
             .store
             .list()
             .into_iter()
-            .filter(|e| e.fields().origin == me_hex)
+            .filter(|e| e.fields().origin == me_hex && !derived.contains(&e.fields().url))
             .map(|e| e.fields().url.clone())
             .collect();
         {
@@ -944,12 +960,14 @@ impl Task {
     fn apply(&mut self, url: &str) {
         let res = self.view.catalog.read().expect("lock").resolve(url);
         let me_hex = self.me.to_hex();
+        // losers first: with keep_both, our own losing version must be copied
+        // to its derived URL before the winner replaces it at `url`
         let mut targets = Vec::new();
-        if let Some(w) = &res.winner {
-            targets.push((url.to_string(), w.clone()));
-        }
         if self.cfg.sync.keep_both {
             targets.extend(res.losers.iter().cloned());
+        }
+        if let Some(w) = &res.winner {
+            targets.push((url.to_string(), w.clone()));
         }
         // a replica of a version that is no longer the winner goes
         if let Some(held) = self.store.get(url) {
@@ -979,9 +997,20 @@ impl Task {
                 }
             }
         }
+        let mut own_loser_pending = false;
         for (target, rec) in targets {
-            if rec.record.origin == self.me || self.held_matches(&target, &rec) {
+            if self.held_matches(&target, &rec) {
                 continue;
+            }
+            if rec.record.origin == self.me {
+                if target != url {
+                    own_loser_pending = true;
+                    self.enqueue(Job { target, rec });
+                }
+                continue;
+            }
+            if target == url && own_loser_pending {
+                continue; // after the copy is safe (its TransferDone re-applies)
             }
             let cached = self.store.get(&target).is_some();
             if should_hold(
