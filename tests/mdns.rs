@@ -21,10 +21,11 @@ use meshnode::node::NodeId;
 const HELPER_ENV: &str = "MESHNODE_MDNS_HELPER_NETNS";
 /// How long each expected event may take.
 const DEADLINE: Duration = Duration::from_secs(3);
-/// A is started this long before B, so A's two announcements (at start and
-/// about 1.1 s later) are more than a second old when B starts browsing: B
-/// then measures joining an established LAN rather than RFC 6762's
-/// once-a-second rate limit on A's records.
+/// In `node_joins_a_lan_and_nodes_find_each_other`, A is started this long
+/// before B, so A's two announcements (at start and about 1.1 s later) are
+/// more than a second old when B starts browsing: B then measures joining an
+/// established LAN rather than RFC 6762's once-a-second rate limit on A's
+/// records (see `nodes_started_together_find_each_other`).
 const STAGGER: Duration = Duration::from_millis(2500);
 
 const ID_A: NodeId = NodeId([0xa1; 32]);
@@ -75,11 +76,11 @@ struct Netns {
 }
 
 impl Netns {
-    fn create() -> Result<Self, String> {
+    fn create(tag: &str) -> Result<Self, String> {
         let pid = std::process::id();
         let ns = Netns {
-            a: format!("mn-mdns-a-{pid}"),
-            b: format!("mn-mdns-b-{pid}"),
+            a: format!("mn-mdns-a-{pid}-{tag}"),
+            b: format!("mn-mdns-b-{pid}-{tag}"),
         };
         // Leftovers of an earlier run that was killed with this pid.
         let _ = ip(&["netns", "del", &ns.a]);
@@ -306,14 +307,31 @@ fn found_of(
     }
 }
 
+/// A node joins a LAN where another has been up for a while: both see each
+/// other, with the right id, name, digest and address, and a digest change
+/// follows; nobody reports itself.
 #[test]
-fn two_nodes_in_namespaces_find_each_other() {
+fn node_joins_a_lan_and_nodes_find_each_other() {
+    pair("join", STAGGER);
+}
+
+/// Two nodes start together (as after a power cut): A's answers to B's
+/// first query fall under the once-a-second rate limit, so B only learns of
+/// A from A's second announcement or B's next query, about a second later.
+#[test]
+fn nodes_started_together_find_each_other() {
+    pair("boot", Duration::ZERO);
+}
+
+/// Runs A, then B `stagger` later, in fresh namespaces tagged `tag`, checks
+/// what each finds and prints the timings.
+fn pair(tag: &str, stagger: Duration) {
     if let Some(why) = skip_reason() {
         println!("skipped: {why}");
         return;
     }
     // Declared first, so it is dropped after the nodes.
-    let ns = match Netns::create() {
+    let ns = match Netns::create(tag) {
         Ok(ns) => ns,
         Err(e) => {
             println!("skipped: cannot set up network namespaces: {e}");
@@ -330,7 +348,7 @@ fn two_nodes_in_namespaces_find_each_other() {
         Msg::Started(t) => Some(*t),
         _ => None,
     });
-    std::thread::sleep(STAGGER);
+    std::thread::sleep(stagger);
 
     let mut b = Node::spawn("b", &ns.b, ID_B, PORT_B, "");
     let b_start = b.expect(Instant::now() + DEADLINE, "start of B", |m| match m {
@@ -355,11 +373,11 @@ fn two_nodes_in_namespaces_find_each_other() {
     );
 
     println!(
-        "mdns discovery: B found A {} ms after B's start (A up for {} ms); \
+        "mdns discovery ({tag}): B found A {} ms after B's start (A up for {} ms); \
          A (browsing) found B {} ms after B's start; \
          A's digest change reached B in {} ms",
         b_found_a.saturating_sub(b_start),
-        STAGGER.as_millis(),
+        stagger.as_millis(),
         a_found_b.saturating_sub(b_start),
         b_new.saturating_sub(digest_at),
     );
@@ -385,13 +403,13 @@ fn two_nodes_in_namespaces_find_each_other() {
     drop(ns);
 }
 
-/// Runs one node inside a namespace for `two_nodes_in_namespaces_find_each_other`;
-/// does nothing when run directly.
+/// Runs one node inside a namespace for the tests above; does nothing when
+/// run directly.
 ///
 /// Prints `@@started`, `@@found`, `@@digest-set` and `@@bye` lines; reads
 /// `digest <value>` and `quit` from stdin.
 #[test]
-#[ignore = "helper, run by two_nodes_in_namespaces_find_each_other inside a namespace"]
+#[ignore = "helper, run by the namespace tests inside a namespace"]
 fn mdns_node_helper() {
     let Ok(expected_ns) = std::env::var(HELPER_ENV) else {
         return;

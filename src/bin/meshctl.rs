@@ -37,8 +37,10 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Node name, id, listeners and store usage.
+    /// Node name, id, listeners, store usage and mesh summary.
     Status,
+    /// The peer table: every node this one knows, with scores.
+    Peers,
     /// Catalog content: list, publish, fetch, remove, pin, verify.
     #[command(subcommand)]
     Content(ContentCmd),
@@ -141,6 +143,7 @@ async fn run(args: &Args) -> Result<(), ClientError> {
     };
     match &args.cmd {
         Cmd::Status => out(&c.get("/api/v1/status").await?, &human_status),
+        Cmd::Peers => out(&c.get("/api/v1/peers").await?, &human_peers),
         Cmd::Reload => out(
             &c.call(Method::POST, "/api/v1/reload", meshnode::api::full(""))
                 .await?,
@@ -329,7 +332,60 @@ fn human_status(v: &Value) -> String {
         s["used_bytes"],
         s["max_bytes"],
         s["quarantined"],
-    )
+    ) + &human_mesh(&v["mesh"])
+}
+
+fn human_mesh(m: &Value) -> String {
+    let mut s = format!(
+        "mesh:      {} records (digest {}), {} peers, {} neighbours, {}\n",
+        m["records"],
+        str_of(&m["catalog_digest"]),
+        m["peers"],
+        m["neighbours"],
+        if m["broadcast"] == true {
+            "broadcasting (bootstrap node)"
+        } else {
+            "silent (address not shared)"
+        }
+    );
+    for (url, why) in m["essential_refused"].as_object().into_iter().flatten() {
+        s += &format!("REFUSED ESSENTIAL: {url}: {}\n", str_of(why));
+    }
+    s
+}
+
+fn human_peers(v: &Value) -> String {
+    let mut s = format!(
+        "{:<24} {:<10} {:<4} {:>5} {:>5} {:>8} {:>10} {:>8} {}\n",
+        "NAME", "ID", "LINK", "AVAIL", "PERF", "RTT ms", "BW kB/s", "RECORDS", "ADDRESSES"
+    );
+    let num = |x: &Value, scale: f64, prec: usize| {
+        x.as_f64()
+            .map(|f| format!("{:.*}", prec, f / scale))
+            .unwrap_or_else(|| "-".into())
+    };
+    for p in v["peers"].as_array().into_iter().flatten() {
+        let addrs: Vec<&str> = p["addrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(str_of)
+            .collect();
+        s += &format!(
+            "{:<24} {:<10} {:<4} {:>5} {:>5} {:>8} {:>10} {:>8} {}\n",
+            p["name"].as_str().unwrap_or("?"),
+            &str_of(&p["node_id"])[..8.min(str_of(&p["node_id"]).len())],
+            if p["neighbour"] == true { "yes" } else { "-" },
+            num(&p["availability"], 1.0, 2),
+            num(&p["performance"], 1.0, 2),
+            num(&p["rtt_ms"], 1.0, 1),
+            num(&p["bandwidth_bps"], 1000.0, 0),
+            p["catalog"]["entries"],
+            if addrs.is_empty() { "(silent)".to_string() } else { addrs.join(", ") },
+        );
+    }
+    s += &format!("{} peers, {} neighbours\n", v["total"], v["neighbours"]);
+    s
 }
 
 fn human_catalog(v: &Value) -> String {

@@ -681,6 +681,57 @@ fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
         ));
     }
 
+    fn resolved(txt: &[(&str, &str)], ips: &str) -> ResolvedService {
+        ServiceInfo::new(SERVICE, "peer-1", "peer-1.local.", ips, 8081, txt)
+            .unwrap()
+            .as_resolved_service()
+    }
+
+    #[test]
+    fn browse_results_become_found_or_are_ignored() {
+        let own = NodeId([1; 32]);
+        let peer = NodeId([2; 32]);
+        let (own_hex, peer_hex) = (own.to_hex(), peer.to_hex());
+        let good = [
+            ("v", "1"),
+            ("id", peer_hex.as_str()),
+            ("name", "N0CALL-hill"),
+            ("digest", "7-ff"),
+        ];
+        let f = found_from(&resolved(&good, "fd00::5,10.0.0.9,10.0.0.2"), &own).unwrap();
+        assert_eq!(
+            f,
+            Found {
+                node: peer,
+                name: "N0CALL-hill".into(),
+                addrs: vec![
+                    "10.0.0.2:8081".parse().unwrap(),
+                    "10.0.0.9:8081".parse().unwrap(),
+                    "[fd00::5]:8081".parse().unwrap(),
+                ],
+                digest: "7-ff".into(),
+            }
+        );
+
+        // Ourselves, another version, no id, a bad id: ignored.
+        let mut me = good;
+        me[1].1 = &own_hex;
+        assert_eq!(found_from(&resolved(&me, "10.0.0.2"), &own), None);
+        let mut v2 = good;
+        v2[0].1 = "2";
+        assert_eq!(found_from(&resolved(&v2, "10.0.0.2"), &own), None);
+        assert_eq!(found_from(&resolved(&good[2..], "10.0.0.2"), &own), None);
+        let mut bad = good;
+        bad[1].1 = "not-hex";
+        assert_eq!(found_from(&resolved(&bad, "10.0.0.2"), &own), None);
+
+        // Without name and digest: the instance name and an empty digest.
+        let f = found_from(&resolved(&good[..2], "10.0.0.2"), &own).unwrap();
+        assert_eq!((f.name.as_str(), f.digest.as_str()), ("peer-1", ""));
+        // A link-local address with no interface is not usable.
+        assert_eq!(found_from(&resolved(&good, "fe80::1"), &own), None);
+    }
+
     #[test]
     fn link_local_needs_a_scope() {
         let ll: IpAddr = "fe80::1".parse().unwrap();
