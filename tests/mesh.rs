@@ -297,3 +297,25 @@ async fn a_node_found_only_through_a_bootstrap_node() {
     let r = common::http(boot.addr, "POST", "127.0.0.1", "/mesh/v1/recon", &[]).await;
     assert_eq!(r.status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_cannot_fit_an_essential_item_says_so() {
+    let a = node(&[], "").await;
+    let small = TestNode::start(&format!(
+        "{}[store]\nmax_bytes = \"100KB\"\n",
+        mesh_cfg(&format!("static_peers = [\"{}\"]", a.addr), "")
+    ))
+    .await;
+    a.publish_with(&data(300_000, 1), with_priority("/huge.bin", "essential"))
+        .await;
+    wait_for("the refusal in status", 20, || async {
+        status(&small).await["mesh"]["essential_refused"]
+            .as_object()
+            .is_some_and(|m| m.contains_key("http://n0call.radio/huge.bin"))
+    })
+    .await;
+    assert!(metric(&metrics(&small).await, "meshnode_essential_refused_total") >= 1);
+    let s = status(&small).await;
+    assert_eq!(s["store"]["entries"], 0);
+    assert!(s["store"]["used_bytes"].as_u64().unwrap() <= 100_000);
+}

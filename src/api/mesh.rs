@@ -65,7 +65,7 @@ pub async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body
             Ok(binary(recon::encode(&reply)))
         }
         (Method::POST, "/mesh/v1/records/get") => {
-            if body.len() % 8 != 0 || body.len() / 8 > MAX_IDS {
+            if !body.len().is_multiple_of(8) || body.len() / 8 > MAX_IDS {
                 return Err(ApiError::bad_request(format!(
                     "body must be 8-byte short ids, at most {MAX_IDS}"
                 )));

@@ -392,15 +392,36 @@ fn select_interfaces(daemon: &ServiceDaemon, names: &[String]) -> Result<(), Mdn
         .map_err(MdnsError::Interfaces)
 }
 
+/// The selection in words, for the log; warns when it cannot match anything
+/// right now.
 fn describe_selection(names: &[String]) -> String {
+    let existing: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
     if names.is_empty() {
         let uplinks = default_route_interfaces();
+        let lan = existing.iter().any(|n| n != "lo" && !uplinks.contains(n));
+        if !lan && !existing.is_empty() {
+            tracing::warn!(
+                "mDNS: no interface besides lo and the default-route one(s) {uplinks:?}; \
+                 list the LAN interfaces in [discovery] interfaces to announce there"
+            );
+        }
         if uplinks.is_empty() {
             "all".to_string()
         } else {
             format!("all except {}", uplinks.join(","))
         }
     } else {
+        for n in names
+            .iter()
+            .filter(|n| !existing.is_empty() && !existing.contains(n))
+        {
+            tracing::warn!("mDNS: interface {n} does not exist (yet); it is used once it appears");
+        }
         names.join(",")
     }
 }

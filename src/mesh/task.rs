@@ -85,6 +85,8 @@ enum Internal {
     },
     Rtt(SocketAddr, Duration),
     Dial(Vec<SocketAddr>),
+    /// Records a reconciliation found missing: fetch them from this peer.
+    Fetch(SocketAddr, Vec<ShortId>),
     ReconDone {
         bytes: usize,
     },
@@ -220,6 +222,7 @@ pub async fn spawn(p: MeshParams, tasks: &TaskTracker) -> anyhow::Result<Mesh> {
         running: HashMap::new(),
         retry: Vec::new(),
         attempts: HashMap::new(),
+        refused_at_quota: HashMap::new(),
         waiters: HashMap::new(),
         itx,
         save_tx,
@@ -318,6 +321,9 @@ struct Task {
     /// Failed transfers waiting for their next try, with the attempt count.
     retry: Vec<(Instant, Job, u32)>,
     attempts: HashMap<String, u32>,
+    /// Essential items refused for lack of room, with the quota then: tried
+    /// again only once the quota changes.
+    refused_at_quota: HashMap<String, u64>,
     waiters: HashMap<String, Vec<oneshot::Sender<Result<(), String>>>>,
     itx: mpsc::UnboundedSender<Internal>,
     save_tx: mpsc::UnboundedSender<MeshSave>,
@@ -698,6 +704,7 @@ impl Task {
     fn on_internal(&mut self, ev: Internal) {
         match ev {
             Internal::Records { recs, from_recon } => self.insert(recs, from_recon),
+            Internal::Fetch(peer, shorts) => self.fetch_records(peer, shorts, true),
             Internal::Dial(addrs) => {
                 for a in addrs {
                     self.link_up(a);
@@ -763,6 +770,8 @@ impl Task {
                                 .write()
                                 .expect("lock")
                                 .insert(target.clone(), e.clone());
+                            self.refused_at_quota
+                                .insert(target.clone(), self.store.stats().max_bytes);
                         } else if let Some(job) = job {
                             // back off 1, 2, 4 ... 30 s: the holder may be one hop
                             // further and still fetching, or just out of reach
@@ -1012,6 +1021,9 @@ impl Task {
             if target == url && own_loser_pending {
                 continue; // after the copy is safe (its TransferDone re-applies)
             }
+            if self.refused_at_quota.get(&target) == Some(&self.store.stats().max_bytes) {
+                continue; // did not fit; waits for a bigger quota
+            }
             let cached = self.store.get(&target).is_some();
             if should_hold(
                 &rec.record,
@@ -1121,30 +1133,44 @@ impl Task {
         }
     }
 
+    /// Fetches records by short id from `peer`. A forwarder passes a
+    /// CATALOG_CHANGE on before its own fetch of the records has finished, so
+    /// ids it does not have yet are asked for again a little later.
     fn fetch_records(&self, peer: SocketAddr, shorts: Vec<ShortId>, from_recon: bool) {
-        let (client, tx) = (self.client.clone(), self.itx.clone());
-        let counters_rejected = self.view.clone();
+        let (client, tx, view) = (self.client.clone(), self.itx.clone(), self.view.clone());
         tokio::spawn(async move {
-            for batch in shorts.chunks(RECORD_BATCH) {
-                let body: Vec<u8> = batch.iter().flatten().copied().collect();
-                let t = Instant::now();
-                match client
-                    .ok(peer, Method::POST, "/mesh/v1/records/get", body)
-                    .await
-                {
-                    Ok(b) => {
-                        let _gone = tx.send(Internal::Rtt(peer, t.elapsed()));
-                        let (recs, bad) = record::open_many(&b, crate::identity::verify);
-                        counters_rejected
-                            .counters
-                            .records_rejected
-                            .fetch_add(bad as u64, Ordering::Relaxed);
-                        let _stopped = tx.send(Internal::Records { recs, from_recon });
+            let mut want: BTreeSet<ShortId> = shorts.into_iter().collect();
+            for attempt in 0..4u64 {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(150 * attempt)).await;
+                }
+                let ask: Vec<ShortId> = want.iter().copied().collect();
+                for batch in ask.chunks(RECORD_BATCH) {
+                    let body: Vec<u8> = batch.iter().flatten().copied().collect();
+                    let t = Instant::now();
+                    match client
+                        .ok(peer, Method::POST, "/mesh/v1/records/get", body)
+                        .await
+                    {
+                        Ok(b) => {
+                            let _gone = tx.send(Internal::Rtt(peer, t.elapsed()));
+                            let (recs, bad) = record::open_many(&b, crate::identity::verify);
+                            view.counters
+                                .records_rejected
+                                .fetch_add(bad as u64, Ordering::Relaxed);
+                            for r in &recs {
+                                want.remove(&short(&r.id));
+                            }
+                            let _stopped = tx.send(Internal::Records { recs, from_recon });
+                        }
+                        Err(e) => {
+                            tracing::debug!(peer = %peer, error = %e, "fetching records failed");
+                            return;
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!(peer = %peer, error = %e, "fetching records failed");
-                        return;
-                    }
+                }
+                if want.is_empty() {
+                    return;
                 }
             }
         });
@@ -1210,29 +1236,7 @@ impl Task {
                 }
             }
             if !need.is_empty() {
-                let shorts: Vec<ShortId> = need.into_iter().collect();
-                for batch in shorts.chunks(RECORD_BATCH) {
-                    let body: Vec<u8> = batch.iter().flatten().copied().collect();
-                    match client
-                        .ok(peer, Method::POST, "/mesh/v1/records/get", body)
-                        .await
-                    {
-                        Ok(b) => {
-                            let (recs, bad) = record::open_many(&b, crate::identity::verify);
-                            view.counters
-                                .records_rejected
-                                .fetch_add(bad as u64, Ordering::Relaxed);
-                            let _stopped = tx.send(Internal::Records {
-                                recs,
-                                from_recon: true,
-                            });
-                        }
-                        Err(e) => {
-                            tracing::debug!(peer = %peer, error = %e, "fetching records failed");
-                            break;
-                        }
-                    }
-                }
+                let _stopped = tx.send(Internal::Fetch(peer, need.into_iter().collect()));
             }
         });
     }

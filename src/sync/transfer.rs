@@ -84,7 +84,7 @@ pub fn encode_manifest(size: u64, chunks: &[ContentHash]) -> Vec<u8> {
 
 /// Decodes a manifest response; `None` if malformed.
 pub fn decode_manifest(b: &[u8]) -> Option<(u64, Vec<ContentHash>)> {
-    if b.len() < 8 || (b.len() - 8) % 32 != 0 {
+    if b.len() < 8 || !(b.len() - 8).is_multiple_of(32) {
         return None;
     }
     let size = u64::from_be_bytes(b[..8].try_into().ok()?);
