@@ -17,9 +17,13 @@
 //! | [`api`] | public HTTP port, control socket, `meshctl`'s client | one task per connection |
 //! | [`daemon`] | start order, reload, shutdown | supervisor task |
 //! | [`telemetry`] | logging, sd-notify, counters | — |
+//! | [`gossip`] | signed datagrams, the membership/dissemination core (pure), its simulator | — |
+//! | [`sync`] | signed catalog records, the conflict rule, set reconciliation (pure), chunk transfer | — |
+//! | [`discovery`] | mDNS announce/browse, the bootstrap registry | mdns-sd's thread |
+//! | [`mesh`] | gossip core, mesh catalog, peer book, replication queue: their I/O | the `mesh` task |
 //!
-//! Later subsystems (discovery, gossip, sync, routing, radio, connectivity,
-//! shaping, analytics, dbus) slot in as siblings following shared/DESIGN.md.
+//! Later subsystems (routing, radio, connectivity, shaping, analytics, dbus)
+//! slot in as siblings following shared/DESIGN.md.
 
 pub mod api;
 pub mod cache;

@@ -41,6 +41,9 @@ const RECORD_BATCH: usize = 512;
 const RECON_ROUNDS_MAX: usize = 32;
 /// Every URL is re-checked this often (retries failed transfers).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// Own changes closer together than this are announced in one message (the
+/// first goes out at once; a burst of publishes costs one flood per window).
+const ANNOUNCE_WINDOW: Duration = Duration::from_millis(100);
 /// The peer book is written this often.
 const BOOK_SAVE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -231,6 +234,8 @@ pub async fn spawn(p: MeshParams, tasks: &TaskTracker) -> anyhow::Result<Mesh> {
         partial: state_dir.join("partial"),
         own_addrs,
         peers_dirty: true,
+        pending_announce: Vec::new(),
+        announce_hold: Instant::now(),
     };
     t.sync_own_all();
     tasks.spawn(saver(p.store, save_rx));
@@ -332,6 +337,9 @@ struct Task {
     partial: PathBuf,
     own_addrs: Vec<SocketAddr>,
     peers_dirty: bool,
+    /// Own record ids waiting for the announce window to close.
+    pending_announce: Vec<Id>,
+    announce_hold: Instant,
 }
 
 impl std::fmt::Debug for Task {
@@ -368,7 +376,12 @@ impl Task {
         self.process(out);
         loop {
             let tick_at = self.epoch + Duration::from_millis(self.next_tick);
+            let announce_at = self.announce_hold;
+            let announce_pending = !self.pending_announce.is_empty();
             tokio::select! {
+                _ = tokio::time::sleep_until(announce_at.into()), if announce_pending => {
+                    self.flush_announce();
+                }
                 _ = cancel.cancelled() => break,
                 r = udp.recv_from(&mut buf) => match r {
                     Ok((n, from)) => {
@@ -653,7 +666,10 @@ impl Task {
                 if let Some(s) = self.own_record(&url) {
                     let id = s.id;
                     self.insert(vec![s], false);
-                    self.announce_catalog(vec![id], false);
+                    self.pending_announce.push(id);
+                    if Instant::now() >= self.announce_hold {
+                        self.flush_announce();
+                    }
                 }
                 let _caller_gone = done.send(());
             }
@@ -698,6 +714,14 @@ impl Task {
                     self.link_up(a);
                 }
             }
+        }
+    }
+
+    fn flush_announce(&mut self) {
+        let ids = std::mem::take(&mut self.pending_announce);
+        self.announce_hold = Instant::now() + ANNOUNCE_WINDOW;
+        if !ids.is_empty() {
+            self.announce_catalog(ids, false);
         }
     }
 
