@@ -68,7 +68,8 @@ async fn spawn(lab: &Lab, host: &Host, bridges: &[BridgeId], broadcast: bool, sy
         _ => "0.0.0.0:8080".to_string(),
     };
     let cfg = node_config(lab, host, bridges, &listen, broadcast, sync);
-    host.spawn_meshnode(&lab.dir().join(host.name()), &cfg).await
+    host.spawn_meshnode(&lab.dir().join(host.name()), &cfg)
+        .await
 }
 
 /// `GET` on the control socket (no traffic on the lab's links).
@@ -94,7 +95,10 @@ async fn node_id(n: &Node) -> String {
 async fn digest(n: &Node) -> Result<(String, u64), String> {
     let s = status(n).await?;
     Ok((
-        s["mesh"]["catalog_digest"].as_str().unwrap_or("").to_string(),
+        s["mesh"]["catalog_digest"]
+            .as_str()
+            .unwrap_or("")
+            .to_string(),
         s["mesh"]["records"].as_u64().unwrap_or(0),
     ))
 }
@@ -146,9 +150,12 @@ async fn holds(n: &Node, path: &str, want: &str) -> Result<(), String> {
 
 /// `GET http://<node>:8080/n0call.radio<path>` from the test process.
 async fn http_content(n: &Node, path: &str) -> Result<Bytes, String> {
-    let (st, _, body) =
-        netns::try_http_get(n.addr(), &format!("/n0call.radio{path}"), Duration::from_secs(30))
-            .await?;
+    let (st, _, body) = netns::try_http_get(
+        n.addr(),
+        &format!("/n0call.radio{path}"),
+        Duration::from_secs(30),
+    )
+    .await?;
     if st != 200 {
         return Err(format!("GET {path} on {}: {st}", n.addr()));
     }
@@ -234,6 +241,23 @@ fn ipv6_addrs(host: &Host, ifname: &str) -> Vec<IpAddr> {
         .collect()
 }
 
+/// Ok when node `i` has exactly the other nodes of `ids` as neighbours, for every `i`.
+async fn fully_meshed(nodes: &[Node], ids: &[String]) -> Result<(), String> {
+    for (i, n) in nodes.iter().enumerate() {
+        let ns = neighbours(n).await?;
+        let want: HashSet<String> = ids
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, id)| id.clone())
+            .collect();
+        if ns != want {
+            return Err(format!("node {} has neighbours {ns:?}", i + 1));
+        }
+    }
+    Ok(())
+}
+
 fn describe(p: &Packet) -> String {
     let text: String = p
         .payload
@@ -268,7 +292,9 @@ async fn five_nodes_on_a_bridge_find_each_other_by_mdns() {
     let t_test = Instant::now();
     let lab = Lab::new("mdns5");
     let lan = lab.bridge("lan");
-    let hosts: Vec<Host> = (1..=5).map(|i| lab.host(&format!("n{i}"), &[lan])).collect();
+    let hosts: Vec<Host> = (1..=5)
+        .map(|i| lab.host(&format!("n{i}"), &[lan]))
+        .collect();
     // node 3 is silent: it must never have its address carried beyond its link
     const SILENT: usize = 2;
     let silent_ip = hosts[SILENT].ip(lan);
@@ -287,21 +313,12 @@ async fn five_nodes_on_a_bridge_find_each_other_by_mdns() {
     for n in &nodes {
         ids.push(node_id(n).await);
     }
-    {
-        let (nodes, ids) = (&nodes, &ids);
-        wait_for("4 nodes to be each other's neighbours", Duration::from_secs(10), move || async move {
-            for (i, n) in nodes.iter().enumerate() {
-                let ns = neighbours(n).await?;
-                let want: HashSet<String> =
-                    ids.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, id)| id.clone()).collect();
-                if ns != want {
-                    return Err(format!("node {} has neighbours {ns:?}", i + 1));
-                }
-            }
-            Ok(())
-        })
-        .await;
-    }
+    wait_for(
+        "4 nodes to be each other's neighbours",
+        Duration::from_secs(10),
+        || fully_meshed(&nodes, &ids),
+    )
+    .await;
     let four_meshed = t_four.elapsed();
 
     // the fifth joins an established LAN: time to a usable peer
@@ -345,29 +362,22 @@ async fn five_nodes_on_a_bridge_find_each_other_by_mdns() {
     );
 
     // every node has the 4 others as neighbours
-    let all_meshed = {
-        let (nodes, ids) = (&nodes, &ids);
-        wait_for("5 nodes to be each other's neighbours", Duration::from_secs(10), move || async move {
-            for (i, n) in nodes.iter().enumerate() {
-                let ns = neighbours(n).await?;
-                let want: HashSet<String> =
-                    ids.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, id)| id.clone()).collect();
-                if ns != want {
-                    return Err(format!("node {} has neighbours {ns:?}", i + 1));
-                }
-            }
-            Ok(t0.elapsed())
-        })
-        .await
-    };
+    wait_for(
+        "5 nodes to be each other's neighbours",
+        Duration::from_secs(10),
+        || fully_meshed(&nodes, &ids),
+    )
+    .await;
+    let all_meshed = t0.elapsed();
     eprintln!("all 5 nodes list the 4 others as neighbours {all_meshed:?} after node 5's spawn");
 
     // the peer tables: broadcasting peers with their address, the silent one without
     for (i, n) in nodes.iter().enumerate() {
         for p in peers(n).await.unwrap() {
-            let j = ids.iter().position(|id| p["node_id"] == id.as_str()).unwrap_or_else(|| {
-                panic!("node {} lists an unknown peer {p}", i + 1)
-            });
+            let j = ids
+                .iter()
+                .position(|id| p["node_id"] == id.as_str())
+                .unwrap_or_else(|| panic!("node {} lists an unknown peer {p}", i + 1));
             let addrs: Vec<&str> = p["addrs"]
                 .as_array()
                 .unwrap()
@@ -375,7 +385,11 @@ async fn five_nodes_on_a_bridge_find_each_other_by_mdns() {
                 .map(|a| a.as_str().unwrap())
                 .collect();
             if j == SILENT {
-                assert!(addrs.is_empty(), "node {} lists the silent node with {addrs:?}", i + 1);
+                assert!(
+                    addrs.is_empty(),
+                    "node {} lists the silent node with {addrs:?}",
+                    i + 1
+                );
             } else {
                 assert_eq!(
                     addrs,
@@ -403,20 +417,29 @@ async fn five_nodes_on_a_bridge_find_each_other_by_mdns() {
     let t_pub = Instant::now();
     publish(&nodes[0], "/lan/essential.bin", &body).await;
     for (i, n) in nodes.iter().enumerate() {
-        wait_for(&format!("the essential item on node {}", i + 1), Duration::from_secs(20), || async {
-            holds(n, "/lan/essential.bin", &hash).await?;
-            let st = status(n).await?;
-            if st["store"]["entries"] != 1 {
-                return Err(format!("store.entries = {}", st["store"]["entries"]));
-            }
-            Ok(())
-        })
+        wait_for(
+            &format!("the essential item on node {}", i + 1),
+            Duration::from_secs(20),
+            || async {
+                holds(n, "/lan/essential.bin", &hash).await?;
+                let st = status(n).await?;
+                if st["store"]["entries"] != 1 {
+                    return Err(format!("store.entries = {}", st["store"]["entries"]));
+                }
+                Ok(())
+            },
+        )
         .await;
     }
     let replicated = t_pub.elapsed();
     for (i, n) in nodes.iter().enumerate() {
         let got = http_content(n, "/lan/essential.bin").await.unwrap();
-        assert!(got == body, "node {} serves other bytes ({} bytes)", i + 1, got.len());
+        assert!(
+            got == body,
+            "node {} serves other bytes ({} bytes)",
+            i + 1,
+            got.len()
+        );
     }
     eprintln!("essential item (300 kB, 2 chunks) on all 5 nodes {replicated:?} after its publish");
     // let a few more heartbeats and announcements cross the link
@@ -425,9 +448,11 @@ async fn five_nodes_on_a_bridge_find_each_other_by_mdns() {
     // the wire: nothing but the silent node itself names its address
     let packets = cap.stop();
     let mut gossip = 0;
-    let mut http = 0;
+    let mut http = 0usize;
     let mut mdns = 0;
     let mut own_answers = 0;
+    let (mut own_mdns, mut own_mdns_naming) = (0, 0);
+    let mut mdns_v6 = 0;
     let mut leaks = Vec::new();
     let mut mdns_leaks = Vec::new();
     for p in &packets {
@@ -447,15 +472,19 @@ async fn five_nodes_on_a_bridge_find_each_other_by_mdns() {
                 own_answers += 1;
                 continue;
             }
-            http += 1;
+            http += usize::from(!p.payload.is_empty());
             if mentions {
                 leaks.push(p);
             }
         } else if p.is_udp() && (p.src_port == 5353 || p.dst_port == 5353) {
             if silent_srcs.contains(&p.src) {
-                continue; // its own announcement on its own link
+                // its own announcement on its own link
+                own_mdns += 1;
+                own_mdns_naming += usize::from(mentions);
+                continue;
             }
             mdns += 1;
+            mdns_v6 += usize::from(p.src.is_ipv6());
             if mentions {
                 mdns_leaks.push(p);
             }
@@ -473,39 +502,71 @@ async fn five_nodes_on_a_bridge_find_each_other_by_mdns() {
             .iter()
             .filter(|p| p.is_udp() && p.dst_port == 8080 && netns::payload_mentions(p, ip))
             .fold((0, 0), |(s, o), p| {
-                if p.src == IpAddr::V4(ip) { (s + 1, o) } else { (s, o + 1) }
+                if p.src == IpAddr::V4(ip) {
+                    (s + 1, o)
+                } else {
+                    (s, o + 1)
+                }
             });
         carried.insert(j + 1, (by_self, by_others));
     }
     eprintln!(
         "capture: {} IP packets; checked {gossip} gossip datagrams (UDP 8080), {http} TCP 8080 packets \
-         not addressed to node 3 ({own_answers} answers of node 3 to the test process skipped), \
-         {mdns} mDNS packets of other nodes; node 3 ({silent_ip}) named in {} gossip/TCP packets \
-         and {} mDNS packets of other nodes; broadcasting nodes' addresses in gossip (node: sent by \
+         with payload not addressed to node 3 ({own_answers} answers of node 3 to the test process skipped), \
+         {mdns} mDNS packets of other nodes ({mdns_v6} over IPv6); node 3 ({silent_ip}) named in \
+         {} gossip/TCP packets and {} mDNS packets of other nodes (and in {own_mdns_naming} of its \
+         own {own_mdns} mDNS packets); broadcasting nodes' addresses in gossip (node: sent by \
          itself, by others): {carried:?}",
         packets.len(),
         leaks.len(),
         mdns_leaks.len(),
     );
     for p in mdns_leaks.iter().take(5) {
-        eprintln!("  mDNS packet of another node naming node 3: {}", describe(p));
+        eprintln!(
+            "  mDNS packet of another node naming node 3: {}",
+            describe(p)
+        );
     }
-    assert!(gossip > 50 && http > 20, "too little traffic captured to judge");
+    assert!(
+        gossip > 50 && http > 20 && mdns > 4,
+        "too little traffic captured to judge"
+    );
+    // positive control of the mDNS check: node 3's own answers carry its A record
+    assert!(
+        own_mdns_naming > 0,
+        "node 3's own mDNS packets never name {silent_ip}"
+    );
     assert!(
         leaks.is_empty(),
         "the silent node's address {silent_ip} crossed the link in {} packets, e.g.\n{}",
         leaks.len(),
-        leaks.iter().take(5).map(|p| describe(p)).collect::<Vec<_>>().join("\n")
+        leaks
+            .iter()
+            .take(5)
+            .map(|p| describe(p))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     assert!(
         mdns_leaks.is_empty(),
         "other nodes' mDNS packets carry the silent node's address {silent_ip} ({} packets), e.g.\n{}",
         mdns_leaks.len(),
-        mdns_leaks.iter().take(5).map(|p| describe(p)).collect::<Vec<_>>().join("\n")
+        mdns_leaks
+            .iter()
+            .take(5)
+            .map(|p| describe(p))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     for (node, (by_self, by_others)) in &carried {
-        assert!(*by_self > 0, "node {node}'s address is in none of its own gossip datagrams");
-        assert!(*by_others > 0, "node {node}'s address is in no datagram sent by another node");
+        assert!(
+            *by_self > 0,
+            "node {node}'s address is in none of its own gossip datagrams"
+        );
+        assert!(
+            *by_others > 0,
+            "node {node}'s address is in no datagram sent by another node"
+        );
     }
     eprintln!("{test}: {:?}", t_test.elapsed());
 }
@@ -522,18 +583,22 @@ async fn side_consistent(
     item: &str,
     notice: &str,
 ) -> (String, u64) {
-    wait_for(&format!("side {side} to agree"), Duration::from_secs(20), || async {
-        let d0 = digest(members[0]).await?;
-        for n in members {
-            let dn = digest(n).await?;
-            if dn != d0 || dn.1 != 2 {
-                return Err(format!("digests {d0:?} vs {dn:?}"));
+    wait_for(
+        &format!("side {side} to agree"),
+        Duration::from_secs(20),
+        || async {
+            let d0 = digest(members[0]).await?;
+            for n in members {
+                let dn = digest(n).await?;
+                if dn != d0 || dn.1 != 2 {
+                    return Err(format!("digests {d0:?} vs {dn:?}"));
+                }
+                holds(n, path, item).await?;
+                holds(n, "/notice.txt", notice).await?;
             }
-            holds(n, path, item).await?;
-            holds(n, "/notice.txt", notice).await?;
-        }
-        Ok(d0)
-    })
+            Ok(d0)
+        },
+    )
     .await
 }
 
@@ -568,13 +633,9 @@ async fn partition_with_edits_on_both_sides_heals_to_identical_catalogs() {
     }
     // a-b-m on L, m-c-d on R
     let want_neighbours = |i: usize| -> HashSet<String> {
-        let side = |k: usize| match k {
-            0 | 1 => [true, false],
-            2 => [true, true],
-            _ => [false, true],
-        };
+        let (on_l, on_r) = (|k: usize| k <= 2, |k: usize| k >= 2);
         (0..5)
-            .filter(|&k| k != i && (0..2).any(|s| side(i)[s] && side(k)[s]))
+            .filter(|&k| k != i && ((on_l(i) && on_l(k)) || (on_r(i) && on_r(k))))
             .map(|k| ids[k].clone())
             .collect()
     };
@@ -610,7 +671,11 @@ async fn partition_with_edits_on_both_sides_heals_to_identical_catalogs() {
     let mut got_item: [Option<Duration>; 5] = [None; 5];
     while t_cut.elapsed() < Duration::from_secs(20) && got_item.iter().any(Option::is_none) {
         for (i, n) in nodes.iter().enumerate() {
-            let (p, it) = if i < 3 { ("/side1.bin", &h1) } else { ("/side2.bin", &h2) };
+            let (p, it) = if i < 3 {
+                ("/side1.bin", &h1)
+            } else {
+                ("/side2.bin", &h2)
+            };
             if got_records[i].is_none() && digest(n).await.unwrap().1 == 2 {
                 got_records[i] = Some(t_cut.elapsed());
             }
@@ -624,7 +689,12 @@ async fn partition_with_edits_on_both_sides_heals_to_identical_catalogs() {
         names
             .iter()
             .zip(v)
-            .map(|(n, t)| format!("{n} {}", t.map_or("-".into(), |t| format!("{:.2}s", t.as_secs_f64()))))
+            .map(|(n, t)| {
+                format!(
+                    "{n} {}",
+                    t.map_or("-".into(), |t| format!("{:.2}s", t.as_secs_f64()))
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -643,7 +713,10 @@ async fn partition_with_edits_on_both_sides_heals_to_identical_catalogs() {
         "partitioned: side 1 (a, b, m) {d1:?}, side 2 (c, d) {d2:?}, consistent {:?} after the cut",
         t_cut.elapsed()
     );
-    assert_ne!(d1.0, d2.0, "the two sides of the partition have the same catalog");
+    assert_ne!(
+        d1.0, d2.0,
+        "the two sides of the partition have the same catalog"
+    );
     for n in side1 {
         assert_eq!(held_hash(n, "/side2.bin").await.unwrap(), None);
     }
@@ -663,32 +736,51 @@ async fn partition_with_edits_on_both_sides_heals_to_identical_catalogs() {
 
     lab.heal(&hm, r);
     let t_heal = Instant::now();
-    let (digest_all, records) = wait_for("one catalog on all 5 nodes", Duration::from_secs(30), || async {
-        let d0 = digest(&a).await?;
-        for (i, n) in nodes.iter().enumerate() {
-            let dn = digest(n).await?;
-            if dn != d0 {
-                return Err(format!("a {d0:?} vs {} {dn:?}", names[i]));
+    let (digest_all, records) = wait_for(
+        "one catalog on all 5 nodes",
+        Duration::from_secs(30),
+        || async {
+            let d0 = digest(&a).await?;
+            for (i, n) in nodes.iter().enumerate() {
+                let dn = digest(n).await?;
+                if dn != d0 {
+                    return Err(format!("a {d0:?} vs {} {dn:?}", names[i]));
+                }
             }
-        }
-        Ok(d0)
-    })
+            Ok(d0)
+        },
+    )
     .await;
     let one_catalog = t_heal.elapsed();
-    assert_eq!(records, 4, "records after the heal (2 items, 2 versions of /notice.txt)");
+    assert_eq!(
+        records, 4,
+        "records after the heal (2 items, 2 versions of /notice.txt)"
+    );
     // both items and the conflict's winner (the later publish) held everywhere
     for (i, n) in nodes.iter().enumerate() {
-        wait_for(&format!("{}'s store to follow the catalog", names[i]), Duration::from_secs(30) - t_heal.elapsed().min(Duration::from_secs(25)), || async {
-            holds(n, "/side1.bin", &h1).await?;
-            holds(n, "/side2.bin", &h2).await?;
-            holds(n, "/notice.txt", &hnc).await
-        })
+        wait_for(
+            &format!("{}'s store to follow the catalog", names[i]),
+            Duration::from_secs(30).saturating_sub(t_heal.elapsed()),
+            || async {
+                holds(n, "/side1.bin", &h1).await?;
+                holds(n, "/side2.bin", &h2).await?;
+                holds(n, "/notice.txt", &hnc).await
+            },
+        )
         .await;
     }
     let stores = t_heal.elapsed();
     for (i, n) in nodes.iter().enumerate() {
-        assert!(http_content(n, "/side1.bin").await.unwrap() == item1, "{}", names[i]);
-        assert!(http_content(n, "/side2.bin").await.unwrap() == item2, "{}", names[i]);
+        assert!(
+            http_content(n, "/side1.bin").await.unwrap() == item1,
+            "{}",
+            names[i]
+        );
+        assert!(
+            http_content(n, "/side2.bin").await.unwrap() == item2,
+            "{}",
+            names[i]
+        );
         let notice = http_content(n, "/notice.txt").await.unwrap();
         assert_eq!(
             String::from_utf8_lossy(&notice),
@@ -721,7 +813,7 @@ async fn a_node_killed_mid_transfer_and_the_transfer_finishes_from_another_peer(
     let hc = lab.host("c", &[lan]);
     let mut a = spawn(&lab, &ha, &[lan], true, "").await;
     let mut b = spawn(&lab, &hb, &[lan], true, "").await;
-    const SIZE: usize = 48 << 20;
+    const SIZE: usize = 24 << 20; // 96 chunks
     const CHUNKS: u64 = (SIZE as u64).div_ceil(256 << 10);
     let body = data(SIZE, 3);
     let hash = sha256_hex(&body);
@@ -739,9 +831,17 @@ async fn a_node_killed_mid_transfer_and_the_transfer_finishes_from_another_peer(
         let dev = h.ifname(lan);
         let out = h.exec(
             "tc",
-            &["qdisc", "add", "dev", dev, "root", "tbf", "rate", "40mbit", "burst", "32kbit", "latency", "400ms"],
+            &[
+                "qdisc", "add", "dev", dev, "root", "tbf", "rate", "40mbit", "burst", "32kbit",
+                "latency", "400ms",
+            ],
         );
-        assert!(out.status.success(), "tc on {}: {}", h.name(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "tc on {}: {}",
+            h.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let base_a = counter(&a, "meshnode_chunks_served_total").await;
     let base_b = counter(&b, "meshnode_chunks_served_total").await;
@@ -752,27 +852,45 @@ async fn a_node_killed_mid_transfer_and_the_transfer_finishes_from_another_peer(
         std::fs::read_dir(dir)
             .map(|es| {
                 es.flatten()
-                    .filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<u64>().is_ok()))
+                    .filter(|e| {
+                        e.file_name()
+                            .to_str()
+                            .is_some_and(|n| n.parse::<u64>().is_ok())
+                    })
                     .count()
             })
             .unwrap_or(0)
     };
     // wait until c has pulled some chunks, but far from all
     let (victim, at_kill) = loop {
-        let sa = counter(&a, "meshnode_chunks_served_total").await - base_a;
-        let sb = counter(&b, "meshnode_chunks_served_total").await - base_b;
+        let sa = counter(&a, "meshnode_chunks_served_total")
+            .await
+            .saturating_sub(base_a);
+        let sb = counter(&b, "meshnode_chunks_served_total")
+            .await
+            .saturating_sub(base_b);
         if sa + sb >= 24 {
-            break (if sa >= sb { 'a' } else { 'b' }, (sa, sb, chunks_here(&partial)));
+            break (
+                if sa >= sb { 'a' } else { 'b' },
+                (sa, sb, chunks_here(&partial)),
+            );
         }
         assert!(
             held_hash(&c, "/big.bin").await.unwrap().is_none(),
             "c finished before the kill: the transfer is too fast to kill mid-way"
         );
-        assert!(t_c.elapsed() < Duration::from_secs(30), "c pulled no chunks within 30 s ({sa} from a, {sb} from b)");
+        assert!(
+            t_c.elapsed() < Duration::from_secs(30),
+            "c pulled no chunks within 30 s ({sa} from a, {sb} from b)"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let t_kill = Instant::now();
-    let (survivor, victim_node) = if victim == 'a' { (&b, &mut a) } else { (&a, &mut b) };
+    let (survivor, victim_node) = if victim == 'a' {
+        (&b, &mut a)
+    } else {
+        (&a, &mut b)
+    };
     victim_node.kill();
     let survivor_base = if victim == 'a' { base_b } else { base_a };
     let survivor_at_kill = counter(survivor, "meshnode_chunks_served_total").await;
@@ -783,7 +901,10 @@ async fn a_node_killed_mid_transfer_and_the_transfer_finishes_from_another_peer(
         at_kill.1,
         at_kill.2
     );
-    assert!((at_kill.2 as u64) < CHUNKS, "c already had every chunk at the kill");
+    assert!(
+        (at_kill.2 as u64) < CHUNKS,
+        "c already had every chunk at the kill"
+    );
 
     wait_for("c's complete copy", Duration::from_secs(60), || async {
         holds(&c, "/big.bin", &hash).await
@@ -791,7 +912,11 @@ async fn a_node_killed_mid_transfer_and_the_transfer_finishes_from_another_peer(
     .await;
     let done = t_kill.elapsed();
     let got = http_content(&c, "/big.bin").await.unwrap();
-    assert!(got == body, "c serves other bytes ({} of {SIZE})", got.len());
+    assert!(
+        got == body,
+        "c serves other bytes ({} of {SIZE})",
+        got.len()
+    );
     let survivor_end = counter(survivor, "meshnode_chunks_served_total").await;
     let after = survivor_end - survivor_at_kill;
     let fetched = counter(&c, "meshnode_chunks_fetched_total").await;
@@ -803,14 +928,18 @@ async fn a_node_killed_mid_transfer_and_the_transfer_finishes_from_another_peer(
         (at_kill.1, survivor_end - survivor_base)
     };
     eprintln!(
-        "48 MiB ({CHUNKS} chunks): published on a in {published:?}, b's copy {b_copy:?} after; \
+        "{} MiB ({CHUNKS} chunks): published on a in {published:?}, b's copy {b_copy:?} after; \
          c complete {done:?} after the kill ({:?} after its start); chunks served to c: \
          {from_victim} by {victim} (killed), {from_survivor} by {survivor_name} ({after} after the kill); \
          c's meshnode_chunks_fetched_total {fetched}, transfers_failed_total {failed}; {test}: {:?}",
+        SIZE >> 20,
         t_c.elapsed(),
         t_test.elapsed()
     );
-    assert!(after > 0, "{survivor_name} served nothing after {victim} was killed");
+    assert!(
+        after > 0,
+        "{survivor_name} served nothing after {victim} was killed"
+    );
     assert!(from_victim > 0);
     assert!(from_victim + from_survivor >= CHUNKS);
 }

@@ -281,13 +281,22 @@ async fn relay(
         (HOPS_HEADER, (hops - 1).to_string()),
         (REQUEST_ID_HEADER, rid),
     ];
+    // ask them all at once; the first good answer wins (dropping the set
+    // cancels the others), so one dead neighbour costs nothing
+    let mut asks = tokio::task::JoinSet::new();
     for a in candidates {
-        if let Ok((StatusCode::OK, body)) = v
-            .client
-            .request_with(a, Method::GET, path, Vec::new(), &fwd)
-            .await
-        {
-            v.holders.lock().expect("lock poisoned").insert(hash.0, a);
+        let (c, path, fwd) = (v.client.clone(), path.to_string(), fwd.clone());
+        asks.spawn(async move {
+            (a, c.request_with(a, Method::GET, &path, Vec::new(), &fwd).await)
+        });
+    }
+    while let Some(r) = asks.join_next().await {
+        if let Ok((a, Ok((StatusCode::OK, body)))) = r {
+            let mut h = v.holders.lock().expect("lock poisoned");
+            if h.len() >= 4096 {
+                h.clear(); // a hint cache: losing it costs one broadcast
+            }
+            h.insert(hash.0, a);
             return Ok(binary(body));
         }
     }

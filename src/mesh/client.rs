@@ -91,6 +91,9 @@ pub struct MeshClient {
     timeout: Duration,
 }
 
+/// Time to establish a connection to a peer (links are LAN or radio-LAN).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Largest response body accepted (a chunk is 256 KiB; record batches are capped).
 pub const MAX_RESPONSE: usize = 8 << 20;
 
@@ -139,8 +142,11 @@ impl MeshClient {
         body: Vec<u8>,
         headers: &[(&'static str, String)],
     ) -> Result<(StatusCode, Bytes), ClientError> {
-        let stream = tokio::net::TcpStream::connect(to)
+        // a peer that went away usually shows as a connect that never
+        // completes: give up on it long before the whole request's timeout
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(to))
             .await
+            .map_err(|_| ClientError::Timeout(to))?
             .map_err(|e| ClientError::Io(to, e))?;
         let _nodelay_is_an_optimisation = stream.set_nodelay(true);
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

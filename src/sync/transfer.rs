@@ -95,6 +95,21 @@ pub fn decode_manifest(b: &[u8]) -> Option<(u64, Vec<ContentHash>)> {
     Some((size, chunks))
 }
 
+type ManifestAnswer = Result<(SocketAddr, Result<bytes::Bytes, ClientError>), tokio::task::JoinError>;
+
+/// A peer's manifest answer, if it is good: (peer, chunk hashes).
+fn accept_manifest(want: &Want, r: ManifestAnswer) -> Option<(SocketAddr, Vec<ContentHash>)> {
+    let Ok((p, Ok(body))) = r else { return None };
+    let (size, list) = decode_manifest(&body)?;
+    match check_manifest(want, size, list) {
+        Some(list) => Some((p, list)),
+        None => {
+            tracing::warn!(peer = %p, hash = %want.hash, "peer sent a manifest that does not match the record");
+            None
+        }
+    }
+}
+
 /// The chunk hashes to fetch, checked against the record.
 fn check_manifest(want: &Want, size: u64, chunks: Vec<ContentHash>) -> Option<Vec<ContentHash>> {
     if size != want.size {
@@ -138,18 +153,18 @@ pub async fn fetch(
             (p, r)
         });
     }
+    // start as soon as one peer has answered with a good manifest; peers
+    // that answer later join the swarm, and one that never answers (switched
+    // off, out of range) holds nothing up
     let mut sources = Vec::new();
     let mut chunks: Option<Vec<ContentHash>> = None;
-    while let Some(r) = asks.join_next().await {
-        let Ok((p, Ok(body))) = r else { continue };
-        let Some((size, list)) = decode_manifest(&body) else {
-            continue;
+    while chunks.is_none() {
+        let Some(r) = asks.join_next().await else {
+            break;
         };
-        if let Some(list) = check_manifest(want, size, list) {
-            chunks.get_or_insert(list);
-            sources.push(p);
-        } else {
-            tracing::warn!(peer = %p, hash = %want.hash, "peer sent a manifest that does not match the record");
+        if let Some(list) = accept_manifest(want, r) {
+            chunks = Some(list.1);
+            sources.push(list.0);
         }
     }
     let total = want.size.div_ceil(CHUNK_SIZE).max(1) as usize;
@@ -166,7 +181,6 @@ pub async fn fetch(
             todo.push_back(i);
         }
     }
-    sources.sort();
     let mut failures: HashMap<SocketAddr, u32> = HashMap::new();
     let mut next_source = 0usize;
     let mut inflight = JoinSet::new();
@@ -183,27 +197,39 @@ pub async fn fetch(
                 (idx, peer, t.elapsed(), r)
             });
         }
-        let Some(done) = inflight.join_next().await else {
-            break; // nothing in flight: either finished or out of sources
-        };
-        let (idx, peer, took, r) = done.map_err(|e| io::Error::other(e.to_string()))?;
-        match r {
-            Ok(n) => {
-                *report.chunks_from.entry(peer).or_default() += 1;
-                let b = report.bytes_from.entry(peer).or_default();
-                b.0 += n;
-                b.1 += took;
-            }
-            Err(e) => {
-                if matches!(e, ChunkError::Bad) {
-                    report.bad_chunks += 1;
+        if inflight.is_empty() && (todo.is_empty() || asks.is_empty()) {
+            break; // finished, or out of sources with nobody left to ask
+        }
+        tokio::select! {
+            Some(r) = asks.join_next(), if !asks.is_empty() => {
+                if let Some((p, list)) = accept_manifest(want, r)
+                    && list == chunks
+                    && !sources.contains(&p)
+                {
+                    sources.push(p);
                 }
-                tracing::debug!(peer = %peer, chunk = idx, error = %e, "chunk failed; trying another peer");
-                todo.push_back(idx);
-                let f = failures.entry(peer).or_default();
-                *f += 1;
-                if *f >= 2 || matches!(e, ChunkError::Client(ClientError::Io(..))) {
-                    sources.retain(|s| *s != peer);
+            }
+            Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                let (idx, peer, took, r) = done.map_err(|e| io::Error::other(e.to_string()))?;
+                match r {
+                    Ok(n) => {
+                        *report.chunks_from.entry(peer).or_default() += 1;
+                        let b = report.bytes_from.entry(peer).or_default();
+                        b.0 += n;
+                        b.1 += took;
+                    }
+                    Err(e) => {
+                        if matches!(e, ChunkError::Bad) {
+                            report.bad_chunks += 1;
+                        }
+                        tracing::debug!(peer = %peer, chunk = idx, error = %e, "chunk failed; trying another peer");
+                        todo.push_back(idx);
+                        let f = failures.entry(peer).or_default();
+                        *f += 1;
+                        if *f >= 2 || matches!(e, ChunkError::Client(ClientError::Io(..))) {
+                            sources.retain(|s| *s != peer);
+                        }
+                    }
                 }
             }
         }

@@ -1058,6 +1058,8 @@ impl Capture {
     pub fn start(iface: &str, file: &Path, filter: &str) -> Capture {
         let mut cmd = Command::new("tcpdump");
         cmd.args(["-i", iface, "-U", "-s", "0", "-n", "--immediate-mode"])
+            // a 16 MiB kernel buffer: no drops while a busy machine starves tcpdump
+            .args(["-B", "16384"])
             // stay root: the file is in a root-only temp dir
             .args(["-Z", "root", "-w"])
             .arg(file)
