@@ -43,17 +43,43 @@ cargo clippy --locked --all-targets -- -D warnings
 step "build (once)"
 cargo build --locked --all-targets
 
-step "fuzz (bounded, 20 s per decoder)"
+# Every target in tests/fuzz (cargo fuzz list), sharing FUZZ_SECONDS (default
+# 90) between them, after one build. A crash fails the script once every
+# target has run; its input stays in tests/fuzz/artifacts/<target>/.
+FUZZ_SECONDS=${FUZZ_SECONDS:-90}
+step "fuzz (bounded: ${FUZZ_SECONDS} s over all targets)"
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     if ! command -v cargo-fuzz >/dev/null && ! cargo install cargo-fuzz --locked -q; then
         echo "SKIP fuzz: cargo-fuzz could not be installed"
     fi
     if command -v cargo-fuzz >/dev/null; then
-        for t in gossip_datagram content_url; do
-            mkdir -p "target/fuzz-corpus/$t"
-            cargo +nightly fuzz run --fuzz-dir tests/fuzz "$t" "target/fuzz-corpus/$t" "tests/fuzz/seeds/$t" \
-                -- -max_total_time=20 2>&1 | tail -n 2
+        mapfile -t targets < <(cargo +nightly fuzz list --fuzz-dir tests/fuzz)
+        [ ${#targets[@]} -gt 0 ] || { echo "cargo fuzz list found no targets in tests/fuzz" >&2; exit 1; }
+        per=$(( FUZZ_SECONDS / ${#targets[@]} ))
+        [ "$per" -ge 5 ] || per=5
+        echo "${#targets[@]} targets, ${per} s each: ${targets[*]}"
+        cargo +nightly fuzz build --fuzz-dir tests/fuzz
+        crashed=()
+        mkdir -p target/fuzz-logs
+        for t in "${targets[@]}"; do
+            mkdir -p "target/fuzz-corpus/$t" "tests/fuzz/seeds/$t"
+            log="target/fuzz-logs/$t.log"
+            if cargo +nightly fuzz run --fuzz-dir tests/fuzz "$t" "target/fuzz-corpus/$t" "tests/fuzz/seeds/$t" \
+                -- -max_total_time="$per" >"$log" 2>&1; then
+                echo "$t: $(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1)"
+            else
+                crashed+=("$t")
+                echo "FAIL fuzz $t (full log: $log):"
+                grep -E -A 1 "panicked at" "$log" | head -n 4 || true
+                grep -E "ERROR: AddressSanitizer|ERROR: libFuzzer: (out-of-memory|timeout)|Test unit written to|^Base64:" "$log" ||
+                    tail -n 20 "$log"
+            fi
         done
+        if [ ${#crashed[@]} -gt 0 ]; then
+            echo "fuzz: crash in ${crashed[*]}; reproduce with" \
+                "cargo +nightly fuzz run --fuzz-dir tests/fuzz <target> tests/fuzz/artifacts/<target>/<file>" >&2
+            exit 1
+        fi
     fi
 else
     echo "SKIP fuzz: no nightly toolchain (rustup toolchain install nightly; cargo install cargo-fuzz)"

@@ -60,10 +60,16 @@ impl Prefix {
         (head(id) & self.mask()) == self.bits
     }
 
-    /// The 16 sub-ranges.
+    /// Does the id with this short id fall in this range?
+    pub fn contains_short(self, s: &ShortId) -> bool {
+        (u64::from_be_bytes(*s) & self.mask()) == self.bits
+    }
+
+    /// The 16 sub-ranges (none below [`MAX_DEPTH`]).
     pub fn children(self) -> impl Iterator<Item = Prefix> {
-        let shift = 64 - 4 * (self.depth as u32 + 1);
-        (0..16u64).map(move |n| Prefix {
+        let n = if self.depth < MAX_DEPTH { 16 } else { 0 };
+        let shift = 64u32.saturating_sub(4 * (self.depth as u32 + 1));
+        (0..n).map(move |n| Prefix {
             depth: self.depth + 1,
             bits: self.bits | (n << shift),
         })
@@ -229,6 +235,15 @@ pub fn respond(set: &IdSet, msg: &[Range], role: Role) -> (Vec<Range>, Outcome) 
                 if set.summarize_fp(r.prefix) == (*count, *xor) {
                     continue; // same items here
                 }
+                if r.prefix.depth >= MAX_DEPTH {
+                    // no children below the deepest prefix (an honest peer
+                    // sends ids here; a hostile one must not make us split)
+                    reply.push(Range {
+                        prefix: r.prefix,
+                        summary: set.summarize(r.prefix),
+                    });
+                    continue;
+                }
                 for child in r.prefix.children() {
                     reply.push(Range {
                         prefix: child,
@@ -238,7 +253,12 @@ pub fn respond(set: &IdSet, msg: &[Range], role: Role) -> (Vec<Range>, Outcome) 
             }
             Summary::Ids(theirs) | Summary::Settled(theirs) => {
                 let is_request = matches!(r.summary, Summary::Ids(_));
-                let theirs: BTreeSet<ShortId> = theirs.iter().copied().collect();
+                // ids outside the range are a peer's mistake: ignore them
+                let theirs: BTreeSet<ShortId> = theirs
+                    .iter()
+                    .filter(|s| r.prefix.contains_short(s))
+                    .copied()
+                    .collect();
                 let mine: Vec<Id> = set.range(r.prefix).copied().collect();
                 let mine_short: BTreeSet<ShortId> = mine.iter().map(short).collect();
                 out.need.extend(theirs.difference(&mine_short).copied());
@@ -409,6 +429,8 @@ pub fn decode(mut b: &[u8]) -> Result<Vec<Range>, CodecError> {
             return Err(CodecError::Prefix);
         }
         let summary = match take(&mut b, 1)?[0] {
+            // a fingerprint at the deepest prefix could not be split: ids only there
+            0 if depth == MAX_DEPTH => return Err(CodecError::Prefix),
             0 => {
                 let count = u32::from_be_bytes(take(&mut b, 4)?.try_into().expect("4"));
                 let xor = u64::from_be_bytes(take(&mut b, 8)?.try_into().expect("8"));
@@ -523,6 +545,32 @@ mod tests {
         assert_eq!(decode(&[0, 1, 1, 0x1f, 0]), Err(CodecError::Prefix));
         assert_eq!(decode(&[0, 1, 0, 9]), Err(CodecError::Tag(9)));
         assert_eq!(decode(&[0, 0, 0]), Err(CodecError::Framing));
+    }
+
+    /// Found by the `recon_message` fuzz target: a fingerprint at the deepest
+    /// prefix used to make `respond` split it into depth-17 children
+    /// (overflow panic, or a panicking `encode` in release builds).
+    #[test]
+    fn a_deepest_fingerprint_is_refused_and_never_split() {
+        let msg = [
+            0, 1, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        assert_eq!(decode(&msg), Err(CodecError::Prefix));
+        let deepest = Prefix {
+            depth: MAX_DEPTH,
+            bits: 0,
+        };
+        let bad = [Range {
+            prefix: deepest,
+            summary: Summary::Fingerprint { count: 2, xor: 0 },
+        }];
+        let set = IdSet::new((0..40).map(id));
+        for role in [Role::Responder, Role::Initiator] {
+            let (reply, _) = respond(&set, &bad, role);
+            assert!(reply.iter().all(|r| r.prefix.depth <= MAX_DEPTH));
+            assert_eq!(decode(&encode(&reply)).unwrap(), reply);
+        }
+        assert_eq!(deepest.children().count(), 0);
     }
 
     proptest! {

@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use meshnode::sync::transfer::{decode_manifest, encode_manifest};
 
 fuzz_target!(|data: &[u8]| {
-    let framed = data.len() >= 8 && (data.len() - 8) % 32 == 0;
+    let framed = data.len() >= 8 && (data.len() - 8).is_multiple_of(32);
     match decode_manifest(data) {
         Some((size, chunks)) => {
             assert!(framed);

@@ -11,7 +11,10 @@ use serde::{Serialize, de::DeserializeOwned};
 fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(data: &[u8]) {
     if let Ok(v) = serde_json::from_slice::<T>(data) {
         let json = serde_json::to_vec(&v).expect("a parsed body serializes");
-        assert_eq!(serde_json::from_slice::<T>(&json).expect("own JSON parses"), v);
+        assert_eq!(
+            serde_json::from_slice::<T>(&json).expect("own JSON parses"),
+            v
+        );
     }
 }
 

@@ -50,7 +50,12 @@ fuzz_target!(|data: &[u8]| {
     if bad == 0 {
         // nothing skipped: the records are exactly the input
         assert_eq!(used, data.len());
-        assert_eq!(ok.iter().flat_map(|s| s.wire.iter().copied()).collect::<Vec<_>>(), data);
+        assert_eq!(
+            ok.iter()
+                .flat_map(|s| s.wire.iter().copied())
+                .collect::<Vec<_>>(),
+            data
+        );
     }
 
     // a whole input that opens is one record
@@ -65,7 +70,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(real.len() + real_bad, ok.len() + bad);
     let mut rest = ok.iter();
     for s in &real {
-        assert!(rest.any(|o| o == s), "verified record not among the decoded ones");
+        assert!(
+            rest.any(|o| o == s),
+            "verified record not among the decoded ones"
+        );
         assert!(meshnode::identity::verify(
             &s.record.origin,
             &s.wire[2..s.wire.len() - 64],

@@ -40,7 +40,11 @@ static SET: LazyLock<IdSet> = LazyLock::new(|| {
 fn through_codec(msg: &[Range]) {
     let e = recon::encode(msg);
     assert_eq!(e.len(), recon::wire_size(msg));
-    assert_eq!(recon::decode(&e).as_deref(), Ok(msg), "own encoding decodes");
+    assert_eq!(
+        recon::decode(&e).as_deref(),
+        Ok(msg),
+        "own encoding decodes"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -65,7 +69,11 @@ fuzz_target!(|data: &[u8]| {
         assert!(out.give.iter().all(|id| set.contains(id)));
         assert!(out.need.iter().all(|s| listed.contains(s)));
         if role == Role::Initiator {
-            assert!(reply.iter().all(|r| !matches!(r.summary, Summary::Settled(_))));
+            assert!(
+                reply
+                    .iter()
+                    .all(|r| !matches!(r.summary, Summary::Settled(_)))
+            );
         }
     }
 

@@ -18,8 +18,12 @@ fuzz_target!(|data: &[u8]| {
     let path = parts.next().unwrap_or_default();
     let body = parts.next().unwrap_or_default();
 
-    let Ok(method) = Method::from_bytes(method) else { return };
-    let Ok(path) = std::str::from_utf8(path) else { return };
+    let Ok(method) = Method::from_bytes(method) else {
+        return;
+    };
+    let Ok(path) = std::str::from_utf8(path) else {
+        return;
+    };
     let mut headers = HeaderMap::new();
     for (name, value) in [(NODE_HEADER, node), (SIG_HEADER, sig)] {
         if let Some(v) = value.and_then(|v| HeaderValue::from_bytes(v).ok()) {
