@@ -164,6 +164,9 @@ control_socket = "$dir/control.sock"
 [store]
 max_bytes = "1GiB"
 memory_cache = "8MiB"
+
+[discovery]
+mdns = false
 EOF
 	fi
 	RUST_LOG=warn "$MESHNODE" --config "$dir/meshnode.toml" 2>>"$dir/meshnode.log" &
