@@ -74,7 +74,7 @@ pub async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body
             let mut out = Vec::new();
             for s in body.chunks_exact(8) {
                 if let Some(r) = cat.by_short(s.try_into().expect("8 bytes")) {
-                    out.extend_from_slice(&r.wire);
+                    out.extend_from_slice(&r.wire());
                 }
             }
             Ok(binary(out))

@@ -836,7 +836,7 @@ impl Task {
         {
             let mut cat = self.view.catalog.write().expect("lock");
             for r in recs {
-                let (id, wire, url) = (r.id, r.wire.clone(), r.record.url.clone());
+                let (id, wire, url) = (r.id, r.wire(), r.record.url.clone());
                 if let Insert::New { superseded } = cat.insert(r) {
                     save.add.push((id, wire));
                     save.remove.extend(superseded);
@@ -1079,6 +1079,7 @@ impl Task {
             .read()
             .expect("lock")
             .urls()
+            .into_iter()
             .map(str::to_string)
             .collect();
         for u in urls {
@@ -1245,7 +1246,7 @@ impl Task {
                 let wires: Vec<Vec<u8>> = {
                     let cat = view.catalog.read().expect("lock");
                     give.iter()
-                        .filter_map(|id| cat.get(id).map(|r| r.wire.clone()))
+                        .filter_map(|id| cat.get(id).map(|r| r.wire()))
                         .collect()
                 };
                 for batch in wires.chunks(RECORD_BATCH) {

@@ -23,12 +23,12 @@
 //! record stays reachable at [`derived_url`]; without it, losers are kept in
 //! the set (for convergence) but not served.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::node::NodeId;
 
-use super::recon::{Id, IdSet, ShortId, short};
+use super::recon::{Id, IdSet, ShortId};
 use super::record::{Record, Signed};
 
 /// Wall-clock values are clamped into this window around the latest clock
@@ -65,10 +65,15 @@ pub struct Resolved {
 #[derive(Debug, Default)]
 pub struct MeshCatalog {
     records: HashMap<Id, Arc<Signed>>,
-    by_url: BTreeMap<String, Vec<Id>>,
+    /// Record ids by a hash of their URL (two URLs may share a bucket; the
+    /// record's own URL is compared). Keeps no second copy of every URL.
+    by_url: HashMap<u64, Vec<Id>>,
     set: IdSet,
-    /// Short id → full id, for requests by short id.
-    shorts: HashMap<ShortId, Id>,
+}
+
+fn url_key(url: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(url)
 }
 
 impl MeshCatalog {
@@ -82,12 +87,12 @@ impl MeshCatalog {
         if self.records.contains_key(&rec.id) {
             return Insert::Known;
         }
-        let url = rec.record.url.clone();
+        let key = url_key(&rec.record.url);
         let mut superseded = None;
-        if let Some(ids) = self.by_url.get(&url) {
+        if let Some(ids) = self.by_url.get(&key) {
             for id in ids {
                 let old = &self.records[id].record;
-                if old.origin == rec.record.origin {
+                if old.origin == rec.record.origin && old.url == rec.record.url {
                     // the id settles an origin that signed two records with
                     // the same version and clock (a bug or an attack), so
                     // arrival order still does not matter
@@ -105,8 +110,7 @@ impl MeshCatalog {
         }
         let id = rec.id;
         self.set.insert(id);
-        self.shorts.insert(short(&id), id);
-        self.by_url.entry(url).or_default().push(id);
+        self.by_url.entry(key).or_default().push(id);
         self.records.insert(id, Arc::new(rec));
         Insert::New { superseded }
     }
@@ -114,11 +118,11 @@ impl MeshCatalog {
     fn remove(&mut self, id: &Id) {
         if let Some(r) = self.records.remove(id) {
             self.set.remove(id);
-            self.shorts.remove(&short(id));
-            if let Some(v) = self.by_url.get_mut(&r.record.url) {
+            let key = url_key(&r.record.url);
+            if let Some(v) = self.by_url.get_mut(&key) {
                 v.retain(|x| x != id);
                 if v.is_empty() {
-                    self.by_url.remove(&r.record.url);
+                    self.by_url.remove(&key);
                 }
             }
         }
@@ -136,7 +140,7 @@ impl MeshCatalog {
 
     /// A record by short id.
     pub fn by_short(&self, s: &ShortId) -> Option<&Arc<Signed>> {
-        self.shorts.get(s).and_then(|id| self.records.get(id))
+        self.set.by_short(s).and_then(|id| self.records.get(&id))
     }
 
     /// Records kept.
@@ -149,9 +153,22 @@ impl MeshCatalog {
         self.records.is_empty()
     }
 
-    /// Every URL with at least one record.
-    pub fn urls(&self) -> impl Iterator<Item = &str> {
-        self.by_url.keys().map(String::as_str)
+    /// Every URL with at least one record (each once).
+    pub fn urls(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.records.values().map(|r| r.record.url.as_str()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The records of one URL.
+    fn of_url<'a, 'u>(&'a self, url: &'u str) -> impl Iterator<Item = &'a Arc<Signed>> + use<'a, 'u> {
+        self.by_url
+            .get(&url_key(url))
+            .into_iter()
+            .flatten()
+            .map(|i| &self.records[i])
+            .filter(move |r| r.record.url == url)
     }
 
     /// Every record.
@@ -161,33 +178,20 @@ impl MeshCatalog {
 
     /// The highest version any origin has given `url` (for the next publish).
     pub fn max_version(&self, url: &str) -> u64 {
-        self.by_url
-            .get(url)
-            .map(|ids| {
-                ids.iter()
-                    .map(|i| self.records[i].record.version)
-                    .max()
-                    .unwrap_or(0)
-            })
+        self.of_url(url)
+            .map(|r| r.record.version)
+            .max()
             .unwrap_or(0)
     }
 
     /// Our own record for `url`, if any.
     pub fn own(&self, url: &str, me: &NodeId) -> Option<&Arc<Signed>> {
-        self.by_url
-            .get(url)?
-            .iter()
-            .map(|i| &self.records[i])
-            .find(|r| r.record.origin == *me)
+        self.of_url(url).find(|r| r.record.origin == *me)
     }
 
     /// Which record of `url` is served, and where the losers live.
     pub fn resolve(&self, url: &str) -> Resolved {
-        let mut recs: Vec<&Arc<Signed>> = self
-            .by_url
-            .get(url)
-            .map(|ids| ids.iter().map(|i| &self.records[i]).collect())
-            .unwrap_or_default();
+        let mut recs: Vec<&Arc<Signed>> = self.of_url(url).collect();
         let newest_clock = recs
             .iter()
             .map(|r| r.record.published_ms)

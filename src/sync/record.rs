@@ -73,15 +73,29 @@ pub enum RecordError {
     BadSignature,
 }
 
-/// A decoded, verified record with its signed bytes.
+/// A decoded, verified record with its signature. The wire form is not
+/// kept: the body is canonical postcard, so [`Signed::wire`] rebuilds the
+/// exact bytes (and thousands of records cost less RAM).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Signed {
-    /// SHA-256 of `body`.
+    /// SHA-256 of the body.
     pub id: Id,
     /// The record.
     pub record: Record,
-    /// Its wire form (length prefix, body, signature).
-    pub wire: Vec<u8>,
+    /// The origin's signature over the body.
+    pub sig: [u8; 64],
+}
+
+impl Signed {
+    /// The wire form: length prefix, body, signature.
+    pub fn wire(&self) -> Vec<u8> {
+        let body = postcard::to_stdvec(&self.record).expect("records always serialize");
+        let mut wire = Vec::with_capacity(2 + body.len() + 64);
+        wire.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        wire.extend_from_slice(&body);
+        wire.extend_from_slice(&self.sig);
+        wire
+    }
 }
 
 impl Record {
@@ -90,14 +104,10 @@ impl Record {
         let body = postcard::to_stdvec(&self).expect("records always serialize");
         assert!(body.len() <= MAX_BODY, "caller keeps records small");
         let sig = sign(&body);
-        let mut wire = Vec::with_capacity(2 + body.len() + 64);
-        wire.extend_from_slice(&(body.len() as u16).to_be_bytes());
-        wire.extend_from_slice(&body);
-        wire.extend_from_slice(&sig);
         Signed {
             id: id_of(&body),
             record: self,
-            wire,
+            sig,
         }
     }
 
@@ -160,7 +170,7 @@ pub fn open(
     Ok(Signed {
         id: id_of(body),
         record,
-        wire: one.to_vec(),
+        sig,
     })
 }
 
@@ -256,15 +266,15 @@ mod tests {
     fn round_trip_and_tamper() {
         let c = HashCrypto(NodeId([1; 32]));
         let s = sample(1, "/a", 3).sign(|b| c.sign(b));
-        let back = open(&s.wire, verify).unwrap();
+        let back = open(&s.wire(), verify).unwrap();
         assert_eq!(back, s);
-        let mut bad = s.wire.clone();
+        let mut bad = s.wire();
         bad[10] ^= 1;
         assert!(open(&bad, verify).is_err());
         let mut forged = sample(2, "/a", 3);
         forged.origin = NodeId([1; 32]);
         let f = forged.sign(|b| HashCrypto(NodeId([2; 32])).sign(b));
-        assert_eq!(open(&f.wire, verify), Err(RecordError::BadSignature));
+        assert_eq!(open(&f.wire(), verify), Err(RecordError::BadSignature));
     }
 
     #[test]
@@ -273,26 +283,26 @@ mod tests {
         let mut r = sample(1, "/a", 1);
         r.url = "http://n0call.radio/a/../b".into();
         assert!(matches!(
-            open(&r.sign(|b| c.sign(b)).wire, verify),
+            open(&r.sign(|b| c.sign(b)).wire(), verify),
             Err(RecordError::Body(_))
         ));
         let mut r = sample(1, "/a", 1);
         r.content.as_mut().unwrap().access = 2; // private
-        assert!(open(&r.sign(|b| c.sign(b)).wire, verify).is_err());
+        assert!(open(&r.sign(|b| c.sign(b)).wire(), verify).is_err());
         let mut r = sample(1, "/a", 1);
         r.content.as_mut().unwrap().size = 1 << 20; // multi-chunk without root
-        assert!(open(&r.sign(|b| c.sign(b)).wire, verify).is_err());
+        assert!(open(&r.sign(|b| c.sign(b)).wire(), verify).is_err());
     }
 
     #[test]
     fn many_skips_bad_and_counts() {
         let c = HashCrypto(NodeId([1; 32]));
         let a = sample(1, "/a", 1).sign(|b| c.sign(b));
-        let mut b = sample(1, "/b", 1).sign(|b| c.sign(b)).wire;
+        let mut b = sample(1, "/b", 1).sign(|b| c.sign(b)).wire();
         let last = b.len() - 1;
         b[last] ^= 1;
         let cc = sample(1, "/c", 1).sign(|b| c.sign(b));
-        let all = [a.wire.clone(), b, cc.wire.clone()].concat();
+        let all = [a.wire(), b, cc.wire()].concat();
         let (ok, bad) = open_many(&all, verify);
         assert_eq!(ok, vec![a, cc]);
         assert_eq!(bad, 1);
@@ -310,7 +320,7 @@ mod tests {
             let mut r = sample(7, &path, v);
             r.published_ms = ms;
             let s = r.sign(|b| c.sign(b));
-            prop_assert_eq!(open(&s.wire, verify).unwrap(), s);
+            prop_assert_eq!(open(&s.wire(), verify).unwrap(), s);
         }
     }
 }

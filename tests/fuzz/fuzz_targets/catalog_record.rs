@@ -16,15 +16,15 @@ fn accept_all(_: &meshnode::node::NodeId, _: &[u8], _: &[u8; 64]) -> bool {
 fn check_opened(s: &Signed) {
     // opening its own wire bytes gives the same record, id and bytes
     assert_eq!(
-        record::open(&s.wire, accept_all).as_ref(),
+        record::open(&s.wire(), accept_all).as_ref(),
         Ok(s),
         "open(wire) does not round-trip"
     );
     // signing the decoded record again (with the signature it came with)
     // reproduces the wire bytes exactly: one record, one encoding, one id
-    let sig: [u8; 64] = s.wire[s.wire.len() - 64..].try_into().expect("64 bytes");
+    let sig: [u8; 64] = s.wire()[s.wire().len() - 64..].try_into().expect("64 bytes");
     let again = s.record.clone().sign(|_| sig);
-    assert_eq!(again.wire, s.wire, "re-encoding changed the wire bytes");
+    assert_eq!(again.wire(), s.wire(), "re-encoding changed the wire bytes");
     assert_eq!(again.id, s.id);
     // what open() checked holds
     assert!(ContentUrl::parse(&s.record.url).is_ok());
@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
     let mut used = 0;
     for s in &ok {
         check_opened(s);
-        used += s.wire.len();
+        used += s.wire().len();
     }
     assert!(used <= data.len());
     if bad == 0 {
@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(used, data.len());
         assert_eq!(
             ok.iter()
-                .flat_map(|s| s.wire.iter().copied())
+                .flat_map(|s| s.wire().iter().copied())
                 .collect::<Vec<_>>(),
             data
         );
@@ -60,7 +60,7 @@ fuzz_target!(|data: &[u8]| {
 
     // a whole input that opens is one record
     if let Ok(s) = record::open(data, accept_all) {
-        assert_eq!(s.wire, data);
+        assert_eq!(s.wire(), data);
         check_opened(&s);
     }
 
@@ -76,8 +76,8 @@ fuzz_target!(|data: &[u8]| {
         );
         assert!(meshnode::identity::verify(
             &s.record.origin,
-            &s.wire[2..s.wire.len() - 64],
-            s.wire[s.wire.len() - 64..].try_into().expect("64 bytes"),
+            &s.wire()[2..s.wire().len() - 64],
+            s.wire()[s.wire().len() - 64..].try_into().expect("64 bytes"),
         ));
     }
 });
