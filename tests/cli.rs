@@ -169,14 +169,25 @@ async fn meshctl_publish_get_ls_pin_rm_verify_reload_and_signals() {
         "{}",
         stdout(&o)
     );
-    assert!(stdout(&o).contains("silent (address not shared)"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("silent (address not shared)"),
+        "{}",
+        stdout(&o)
+    );
     let o = meshctl(&sock, &["peers"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).starts_with("NAME "), "{}", stdout(&o));
-    assert!(stdout(&o).ends_with("0 peers, 0 neighbours\n"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).ends_with("0 peers, 0 neighbours\n"),
+        "{}",
+        stdout(&o)
+    );
     let o = meshctl(&sock, &["--json", "peers"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!((v["total"].clone(), v["peers"].clone()), (0.into(), serde_json::json!([])));
+    assert_eq!(
+        (v["total"].clone(), v["peers"].clone()),
+        (0.into(), serde_json::json!([]))
+    );
 
     // daemon-side refusals exit 1 with the daemon's reason
     let o = meshctl(&sock, &["content", "get", "http://n0call.radio/missing"]);

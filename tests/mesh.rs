@@ -65,7 +65,11 @@ async fn held(n: &TestNode, path: &str) -> Option<Vec<u8>> {
         .get(&format!("/api/v1/catalog?q={}", urlencode(&url)))
         .await
         .ok()
-        .filter(|v| v["entries"].as_array().is_some_and(|a| a.iter().any(|e| e["url"] == url)))?;
+        .filter(|v| {
+            v["entries"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|e| e["url"] == url))
+        })?;
     let r = n.get("n0call.radio", path, &[]).await;
     (r.status == 200).then(|| r.body.to_vec())
 }
@@ -246,9 +250,15 @@ async fn a_large_file_is_pulled_from_several_peers_at_once() {
     let from_a = metric(&metrics(&a).await, "meshnode_chunks_served_total") - served_before;
     let from_b = metric(&metrics(&b).await, "meshnode_chunks_served_total");
     eprintln!("chunks for c: {from_a} from a, {from_b} from b");
-    assert!(from_a > 0 && from_b > 0, "swarming: {from_a} from a, {from_b} from b");
+    assert!(
+        from_a > 0 && from_b > 0,
+        "swarming: {from_a} from a, {from_b} from b"
+    );
     assert!(from_a + from_b >= 16);
-    assert_eq!(metric(&metrics(&c).await, "meshnode_chunks_fetched_total"), 16);
+    assert_eq!(
+        metric(&metrics(&c).await, "meshnode_chunks_fetched_total"),
+        16
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -265,17 +275,24 @@ async fn a_node_found_only_through_a_bootstrap_node() {
     let loud_id = node_id(&loud).await;
     let silent_id = node_id(&silent).await;
     // the silent node links straight to the broadcasting one it learned of
-    wait_for("the silent node's direct link to the loud one", 15, || async {
-        let p = silent.ctl.get("/api/v1/peers").await.unwrap();
-        p["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r["node_id"] == loud_id.as_str() && r["neighbour"] == true)
-    })
+    wait_for(
+        "the silent node's direct link to the loud one",
+        15,
+        || async {
+            let p = silent.ctl.get("/api/v1/peers").await.unwrap();
+            p["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["node_id"] == loud_id.as_str() && r["neighbour"] == true)
+        },
+    )
     .await;
     // the bootstrap node lists itself and the broadcasting node, never the silent one
-    let d = boot.get("127.0.0.1", "/api/bootstrap/discover", &[]).await.json();
+    let d = boot
+        .get("127.0.0.1", "/api/bootstrap/discover", &[])
+        .await
+        .json();
     let ids: Vec<&str> = d["peers"]
         .as_array()
         .unwrap()

@@ -112,7 +112,9 @@ pub async fn serve(
                     tracing::debug!(url = %key, error = %e, "mesh fetch failed");
                     return plain(
                         StatusCode::BAD_GATEWAY,
-                        &format!("{key} is in the mesh catalog but could not be fetched from a peer: {e}\n"),
+                        &format!(
+                            "{key} is in the mesh catalog but could not be fetched from a peer: {e}\n"
+                        ),
                     );
                 }
             }

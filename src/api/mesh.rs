@@ -107,9 +107,10 @@ pub async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body
                     &serde_json::json!({ "ttl_s": reg.ttl().as_secs() }),
                 )),
                 Err(e @ RegisterError::Invalid(_)) => Err(ApiError::bad_request(e.to_string())),
-                Err(e @ RegisterError::Full) => {
-                    Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
-                }
+                Err(e @ RegisterError::Full) => Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    e.to_string(),
+                )),
             }
         }
         (Method::DELETE, "/api/bootstrap/unregister") => {
@@ -183,7 +184,14 @@ async fn blob(
     let hash = ContentHash::from_hex(h)
         .ok_or_else(|| ApiError::bad_request("blob hash must be 64 hex digits"))?;
     let Some(live) = app.store.by_hash(&hash) else {
-        return relay(app, &hash, &format!("/mesh/v1/blobs/{rest}"), caller, headers).await;
+        return relay(
+            app,
+            &hash,
+            &format!("/mesh/v1/blobs/{rest}"),
+            caller,
+            headers,
+        )
+        .await;
     };
     let size = live.fields().size;
     let manifest = live.manifest.clone();
@@ -267,7 +275,12 @@ async fn relay(
             "request already relayed through this node",
         ));
     }
-    let known = v.holders.lock().expect("lock poisoned").get(&hash.0).copied();
+    let known = v
+        .holders
+        .lock()
+        .expect("lock poisoned")
+        .get(&hash.0)
+        .copied();
     let mut candidates: Vec<std::net::SocketAddr> = known.into_iter().collect();
     candidates.extend(
         v.neighbours
@@ -287,7 +300,11 @@ async fn relay(
     for a in candidates {
         let (c, path, fwd) = (v.client.clone(), path.to_string(), fwd.clone());
         asks.spawn(async move {
-            (a, c.request_with(a, Method::GET, &path, Vec::new(), &fwd).await)
+            (
+                a,
+                c.request_with(a, Method::GET, &path, Vec::new(), &fwd)
+                    .await,
+            )
         });
     }
     while let Some(r) = asks.join_next().await {

@@ -264,7 +264,13 @@ impl App {
 
     /// The peer table.
     pub fn peers(&self) -> PeersBody {
-        let peers = self.mesh.view.peers.read().expect("peer lock poisoned").clone();
+        let peers = self
+            .mesh
+            .view
+            .peers
+            .read()
+            .expect("peer lock poisoned")
+            .clone();
         PeersBody {
             total: peers.len(),
             neighbours: peers.iter().filter(|p| p.neighbour).count(),
@@ -399,23 +405,88 @@ impl App {
         );
         let m = &self.mesh.view.counters;
         for (name, help, c) in [
-            ("meshnode_gossip_datagrams_sent_total", "Gossip datagrams sent.", &m.datagrams_sent),
-            ("meshnode_gossip_bytes_sent_total", "Gossip bytes sent.", &m.datagram_bytes_sent),
-            ("meshnode_gossip_datagrams_received_total", "Gossip datagrams received.", &m.datagrams_received),
-            ("meshnode_gossip_dropped_invalid_total", "Gossip datagrams dropped: malformed or bad signature.", &m.dropped_invalid),
-            ("meshnode_gossip_dropped_duplicate_total", "Gossip datagrams dropped: already seen (replays included).", &m.dropped_duplicate),
-            ("meshnode_gossip_dropped_future_total", "Gossip datagrams dropped: dated too far in the future.", &m.dropped_future),
-            ("meshnode_reconciliations_total", "Catalog reconciliations this node started.", &m.reconciliations),
-            ("meshnode_reconciliation_bytes_total", "Bytes of those reconciliations, both directions.", &m.recon_bytes),
-            ("meshnode_records_accepted_total", "Catalog records accepted.", &m.records_accepted),
-            ("meshnode_records_rejected_total", "Catalog records rejected (bad signature or fields).", &m.records_rejected),
-            ("meshnode_chunks_served_total", "Content chunks served to peers.", &m.chunks_served),
-            ("meshnode_chunks_fetched_total", "Content chunks fetched from peers.", &m.chunks_fetched),
-            ("meshnode_transfers_total", "Content transfers completed.", &m.transfers_done),
-            ("meshnode_transfers_failed_total", "Content transfers that failed (retried later).", &m.transfers_failed),
-            ("meshnode_essential_refused_total", "Essential items that did not fit the store quota.", &m.essential_refused),
+            (
+                "meshnode_gossip_datagrams_sent_total",
+                "Gossip datagrams sent.",
+                &m.datagrams_sent,
+            ),
+            (
+                "meshnode_gossip_bytes_sent_total",
+                "Gossip bytes sent.",
+                &m.datagram_bytes_sent,
+            ),
+            (
+                "meshnode_gossip_datagrams_received_total",
+                "Gossip datagrams received.",
+                &m.datagrams_received,
+            ),
+            (
+                "meshnode_gossip_dropped_invalid_total",
+                "Gossip datagrams dropped: malformed or bad signature.",
+                &m.dropped_invalid,
+            ),
+            (
+                "meshnode_gossip_dropped_duplicate_total",
+                "Gossip datagrams dropped: already seen (replays included).",
+                &m.dropped_duplicate,
+            ),
+            (
+                "meshnode_gossip_dropped_future_total",
+                "Gossip datagrams dropped: dated too far in the future.",
+                &m.dropped_future,
+            ),
+            (
+                "meshnode_reconciliations_total",
+                "Catalog reconciliations this node started.",
+                &m.reconciliations,
+            ),
+            (
+                "meshnode_reconciliation_bytes_total",
+                "Bytes of those reconciliations, both directions.",
+                &m.recon_bytes,
+            ),
+            (
+                "meshnode_records_accepted_total",
+                "Catalog records accepted.",
+                &m.records_accepted,
+            ),
+            (
+                "meshnode_records_rejected_total",
+                "Catalog records rejected (bad signature or fields).",
+                &m.records_rejected,
+            ),
+            (
+                "meshnode_chunks_served_total",
+                "Content chunks served to peers.",
+                &m.chunks_served,
+            ),
+            (
+                "meshnode_chunks_fetched_total",
+                "Content chunks fetched from peers.",
+                &m.chunks_fetched,
+            ),
+            (
+                "meshnode_transfers_total",
+                "Content transfers completed.",
+                &m.transfers_done,
+            ),
+            (
+                "meshnode_transfers_failed_total",
+                "Content transfers that failed (retried later).",
+                &m.transfers_failed,
+            ),
+            (
+                "meshnode_essential_refused_total",
+                "Essential items that did not fit the store quota.",
+                &m.essential_refused,
+            ),
         ] {
-            metric(name, "counter", help, &[(String::new(), c.load(Ordering::Relaxed))]);
+            metric(
+                name,
+                "counter",
+                help,
+                &[(String::new(), c.load(Ordering::Relaxed))],
+            );
         }
         metric(
             "meshnode_mesh_records",
@@ -427,7 +498,10 @@ impl App {
             "meshnode_peers",
             "gauge",
             "Peers in the peer table.",
-            &[(String::new(), self.mesh.view.peers.read().expect("lock").len() as u64)],
+            &[(
+                String::new(),
+                self.mesh.view.peers.read().expect("lock").len() as u64,
+            )],
         );
         metric(
             "meshnode_store_quarantined_entries",

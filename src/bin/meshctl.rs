@@ -381,7 +381,11 @@ fn human_peers(v: &Value) -> String {
             num(&p["rtt_ms"], 1.0, 1),
             num(&p["bandwidth_bps"], 1000.0, 0),
             p["catalog"]["entries"],
-            if addrs.is_empty() { "(silent)".to_string() } else { addrs.join(", ") },
+            if addrs.is_empty() {
+                "(silent)".to_string()
+            } else {
+                addrs.join(", ")
+            },
         );
     }
     s += &format!("{} peers, {} neighbours\n", v["total"], v["neighbours"]);

@@ -155,9 +155,7 @@ impl MeshClient {
         tokio::spawn(async move {
             let _closed = conn.await;
         });
-        let sig = self
-            .id
-            .sign(&signed_bytes(method.as_str(), path, &body));
+        let sig = self.id.sign(&signed_bytes(method.as_str(), path, &body));
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -215,10 +213,19 @@ mod tests {
             verify_request(&Method::POST, "/mesh/v1/recon", &h, body),
             Some(id.node_id())
         );
-        assert_eq!(verify_request(&Method::GET, "/mesh/v1/recon", &h, body), None);
+        assert_eq!(
+            verify_request(&Method::GET, "/mesh/v1/recon", &h, body),
+            None
+        );
         assert_eq!(verify_request(&Method::POST, "/mesh/v1/x", &h, body), None);
-        assert_eq!(verify_request(&Method::POST, "/mesh/v1/recon", &h, b"x"), None);
+        assert_eq!(
+            verify_request(&Method::POST, "/mesh/v1/recon", &h, b"x"),
+            None
+        );
         h.remove(SIG_HEADER);
-        assert_eq!(verify_request(&Method::POST, "/mesh/v1/recon", &h, body), None);
+        assert_eq!(
+            verify_request(&Method::POST, "/mesh/v1/recon", &h, body),
+            None
+        );
     }
 }

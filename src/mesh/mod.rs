@@ -245,7 +245,11 @@ impl Mesh {
 
     /// The number of records.
     pub fn records(&self) -> usize {
-        self.view.catalog.read().expect("catalog lock poisoned").len()
+        self.view
+            .catalog
+            .read()
+            .expect("catalog lock poisoned")
+            .len()
     }
 
     /// Counter value helper.

@@ -504,7 +504,8 @@ impl Task {
         }
         let s = &self.core.stats;
         c.datagrams_received.store(s.received, Ordering::Relaxed);
-        c.dropped_invalid.store(s.dropped_invalid, Ordering::Relaxed);
+        c.dropped_invalid
+            .store(s.dropped_invalid, Ordering::Relaxed);
         c.dropped_duplicate
             .store(s.dropped_duplicate, Ordering::Relaxed);
         c.dropped_future.store(s.dropped_future, Ordering::Relaxed);
@@ -515,8 +516,7 @@ impl Task {
     /// Records every current neighbour in the peer book.
     fn note_neighbours(&mut self) {
         let now_s = wall_ms() / 1000;
-        let ns: Vec<(SocketAddr, NodeId)> =
-            self.core.neighbours().map(|(a, n)| (*a, *n)).collect();
+        let ns: Vec<(SocketAddr, NodeId)> = self.core.neighbours().map(|(a, n)| (*a, *n)).collect();
         for (a, n) in ns {
             let info = self.core.peers().get(&n).and_then(|p| p.info.clone());
             let row = self.book.entry(n).or_insert_with(|| PeerRow {
@@ -532,7 +532,9 @@ impl Task {
             row.link_addr = Some(a);
             row.last_seen = now_s;
             if let Some(i) = info
-                && (row.name != i.name || row.addrs != i.addrs || row.is_bootstrap != i.is_bootstrap)
+                && (row.name != i.name
+                    || row.addrs != i.addrs
+                    || row.is_bootstrap != i.is_bootstrap)
             {
                 row.name = i.name;
                 row.addrs = i.addrs;
@@ -653,7 +655,9 @@ impl Task {
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(bootstrap = %b, error = %e, "bootstrap discover failed"),
+                    Err(e) => {
+                        tracing::warn!(bootstrap = %b, error = %e, "bootstrap discover failed")
+                    }
                 }
             }
             let _stopped = tx.send(Internal::Dial(addrs));
@@ -777,11 +781,7 @@ impl Task {
                                 p.bw_bps = Some(p.bw_bps.map_or(bps, |b| 0.7 * b + 0.3 * bps));
                             }
                         }
-                        self.view
-                            .refused
-                            .write()
-                            .expect("lock")
-                            .remove(&target);
+                        self.view.refused.write().expect("lock").remove(&target);
                         Ok(())
                     }
                     Err(e) => {
@@ -1063,8 +1063,9 @@ impl Task {
 
     fn retry_due(&mut self) {
         let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.retry).into_iter().partition(|(t, _, _)| *t <= now);
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retry)
+            .into_iter()
+            .partition(|(t, _, _)| *t <= now);
         self.retry = later;
         for (_, job, _) in due {
             // only if it is still wanted: the catalog may have moved on
@@ -1123,8 +1124,10 @@ impl Task {
             let parallel = self.cfg.sync.parallel_chunks as usize;
             let essential = job.rec.record.priority() == Some(Priority::Essential);
             tokio::spawn(async move {
-                let result = run_job(&client, &store, &sources, &job, &content, &partial, parallel)
-                    .await;
+                let result = run_job(
+                    &client, &store, &sources, &job, &content, &partial, parallel,
+                )
+                .await;
                 let _stopped = tx.send(Internal::TransferDone {
                     target: job.target,
                     result,
@@ -1139,8 +1142,7 @@ impl Task {
             return;
         }
         self.demand_dirty = false;
-        let counts: Vec<([u8; 8], u32)> =
-            self.demand_local.iter().map(|(k, v)| (*k, *v)).collect();
+        let counts: Vec<([u8; 8], u32)> = self.demand_local.iter().map(|(k, v)| (*k, *v)).collect();
         let out = self
             .core
             .handle(InEvent::Demand(counts), self.now(), wall_ms());

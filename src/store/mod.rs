@@ -463,14 +463,25 @@ impl Actor {
                 let node: Vec<u8> = r.get(0)?;
                 let addrs: String = r.get(2)?;
                 let link: Option<String> = r.get(3)?;
-                Ok((node, r.get(1)?, addrs, link, r.get(4)?, r.get(5)?, r.get(6)?))
+                Ok((
+                    node,
+                    r.get(1)?,
+                    addrs,
+                    link,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
             })?
             .filter_map(|row| {
                 let (node, name, addrs, link, is_bootstrap, first_seen, last_seen) = row.ok()?;
                 Some(PeerRow {
                     node: NodeId(node.try_into().ok()?),
                     name,
-                    addrs: addrs.split_whitespace().filter_map(|a| a.parse().ok()).collect(),
+                    addrs: addrs
+                        .split_whitespace()
+                        .filter_map(|a| a.parse().ok())
+                        .collect(),
                     link_addr: link.and_then(|l| l.parse().ok()),
                     is_bootstrap,
                     first_seen,

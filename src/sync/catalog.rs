@@ -155,14 +155,21 @@ impl MeshCatalog {
 
     /// Every URL with at least one record (each once).
     pub fn urls(&self) -> Vec<&str> {
-        let mut v: Vec<&str> = self.records.values().map(|r| r.record.url.as_str()).collect();
+        let mut v: Vec<&str> = self
+            .records
+            .values()
+            .map(|r| r.record.url.as_str())
+            .collect();
         v.sort_unstable();
         v.dedup();
         v
     }
 
     /// The records of one URL.
-    fn of_url<'a, 'u>(&'a self, url: &'u str) -> impl Iterator<Item = &'a Arc<Signed>> + use<'a, 'u> {
+    fn of_url<'a, 'u>(
+        &'a self,
+        url: &'u str,
+    ) -> impl Iterator<Item = &'a Arc<Signed>> + use<'a, 'u> {
         self.by_url
             .get(&url_key(url))
             .into_iter()
@@ -312,7 +319,11 @@ mod tests {
         c.insert(rec(1, "/a", 2, 2, true));
         let r = c.resolve("http://n0call.radio/a");
         assert!(r.winner.is_none() && r.losers.is_empty());
-        assert_eq!(c.len(), 1, "the tombstone itself is kept so deletion spreads");
+        assert_eq!(
+            c.len(),
+            1,
+            "the tombstone itself is kept so deletion spreads"
+        );
     }
 
     proptest! {

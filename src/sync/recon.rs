@@ -386,7 +386,11 @@ pub fn encode(msg: &[Range]) -> Vec<u8> {
                 out.extend_from_slice(&xor.to_be_bytes());
             }
             Summary::Ids(v) | Summary::Settled(v) => {
-                out.push(if matches!(r.summary, Summary::Ids(_)) { 1 } else { 2 });
+                out.push(if matches!(r.summary, Summary::Ids(_)) {
+                    1
+                } else {
+                    2
+                });
                 let v = &v[..v.len().min(u16::MAX as usize)];
                 out.extend_from_slice(&(v.len() as u16).to_be_bytes());
                 for id in v {

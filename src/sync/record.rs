@@ -120,7 +120,9 @@ impl Record {
 
     /// The content's access level, if any.
     pub fn access(&self) -> Option<Access> {
-        self.content.as_ref().and_then(|c| Access::from_u8(c.access))
+        self.content
+            .as_ref()
+            .and_then(|c| Access::from_u8(c.access))
     }
 }
 

@@ -95,7 +95,8 @@ pub fn decode_manifest(b: &[u8]) -> Option<(u64, Vec<ContentHash>)> {
     Some((size, chunks))
 }
 
-type ManifestAnswer = Result<(SocketAddr, Result<bytes::Bytes, ClientError>), tokio::task::JoinError>;
+type ManifestAnswer =
+    Result<(SocketAddr, Result<bytes::Bytes, ClientError>), tokio::task::JoinError>;
 
 /// A peer's manifest answer, if it is good: (peer, chunk hashes).
 fn accept_manifest(want: &Want, r: ManifestAnswer) -> Option<(SocketAddr, Vec<ContentHash>)> {
@@ -344,7 +345,10 @@ mod tests {
             size: CHUNK_SIZE + 1,
             manifest_root: Some(manifest_root(&chunks)),
         };
-        assert_eq!(check_manifest(&want, size, back.clone()), Some(chunks.clone()));
+        assert_eq!(
+            check_manifest(&want, size, back.clone()),
+            Some(chunks.clone())
+        );
         let mut forged = back;
         forged[1] = ContentHash([3; 32]);
         assert_eq!(check_manifest(&want, size, forged), None);
