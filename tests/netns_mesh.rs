@@ -943,3 +943,92 @@ async fn a_node_killed_mid_transfer_and_the_transfer_finishes_from_another_peer(
     assert!(from_victim > 0);
     assert!(from_victim + from_survivor >= CHUNKS);
 }
+
+/// A node that knows only a bootstrap node finds the others through it: no
+/// mDNS anywhere, one link. The silent node never registers, the bootstrap
+/// node's answer never names it, and it still links straight to the
+/// broadcasting node it learned of and copies its essential item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_found_only_through_a_bootstrap_node() {
+    let test = "a_node_found_only_through_a_bootstrap_node";
+    if netns::skip_unless_root(test) {
+        return;
+    }
+    let lab = Lab::new("boot");
+    let lan = lab.bridge("lan");
+    let hosts: Vec<Host> = ["boot", "loud", "silent"]
+        .iter()
+        .map(|n| lab.host(n, &[lan]))
+        .collect();
+    let boot_addr = hosts[0].http_addr(lan);
+    let cfg = |h: &Host, broadcast: bool, bootstrap: bool| {
+        let base = node_config(
+            &lab,
+            h,
+            &[lan],
+            &h.http_addr(lan).to_string(),
+            broadcast,
+            "",
+        );
+        let extra = if bootstrap {
+            format!("bootstrap = [\"{boot_addr}\"]\n")
+        } else {
+            String::new()
+        };
+        // mDNS off: the bootstrap node is the only way to find anyone
+        base.replace("mdns = true", "mdns = false")
+            .replace("[gossip]", &format!("{extra}[gossip]"))
+    };
+    let dir = |h: &Host| lab.dir().join(h.name());
+    let boot = hosts[0]
+        .spawn_meshnode(&dir(&hosts[0]), &cfg(&hosts[0], true, false))
+        .await;
+    let loud = hosts[1]
+        .spawn_meshnode(&dir(&hosts[1]), &cfg(&hosts[1], true, true))
+        .await;
+    let silent = hosts[2]
+        .spawn_meshnode(&dir(&hosts[2]), &cfg(&hosts[2], false, true))
+        .await;
+    let (loud_id, silent_id) = (node_id(&loud).await, node_id(&silent).await);
+    let t = Instant::now();
+    wait_for(
+        "the silent node's direct link to the loud one",
+        Duration::from_secs(15),
+        || async {
+            if neighbours(&silent).await?.contains(&loud_id) {
+                Ok(())
+            } else {
+                Err("not linked yet".into())
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "silent node linked to the loud one {:?} after its start",
+        t.elapsed()
+    );
+    let (st, _, body) = netns::http_get(boot_addr, "/api/bootstrap/discover").await;
+    assert_eq!(st, 200);
+    let d: Value = serde_json::from_slice(&body).unwrap();
+    let ids: Vec<&str> = d["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["node"].as_str())
+        .collect();
+    assert!(ids.contains(&loud_id.as_str()), "{d}");
+    assert!(!ids.contains(&silent_id.as_str()), "{d}");
+    let silent_ip = hosts[2].ip(lan).to_string();
+    assert!(!String::from_utf8_lossy(&body).contains(&silent_ip), "{d}");
+    // content flows: an essential item of the loud node reaches the silent one
+    let body = data(50_000, 9);
+    publish(&loud, "/via-bootstrap.bin", &body).await;
+    let want = sha256_hex(&body);
+    wait_for(
+        "the item on the silent node",
+        Duration::from_secs(20),
+        || holds(&silent, "/via-bootstrap.bin", &want),
+    )
+    .await;
+    drop(boot);
+}

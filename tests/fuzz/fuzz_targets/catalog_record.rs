@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(used, data.len());
         assert_eq!(
             ok.iter()
-                .flat_map(|s| s.wire().iter().copied())
+                .flat_map(|s| s.wire())
                 .collect::<Vec<_>>(),
             data
         );
