@@ -100,7 +100,7 @@ pub async fn serve(
     };
     let live = match readable(app) {
         Some(l) => l,
-        None if mesh_knows(app, caller, &key) => {
+        None if app.mesh.fetchable(&key, |a| caller.may_read(a)) => {
             // standard items are cached where they are read: pull it from peers now
             app.mesh.requested(&key);
             match app.mesh.fetch_now(&key, FETCH_WAIT).await {
@@ -136,16 +136,6 @@ pub async fn serve(
 
 /// How long a reader waits for an item to arrive from the mesh.
 const FETCH_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Does the mesh catalog have a version of `url` this caller may read and
-/// this node may copy?
-fn mesh_knows(app: &App, caller: Caller, url: &str) -> bool {
-    let cat = app.mesh.view.catalog.read().expect("catalog lock poisoned");
-    cat.resolve(url).winner.is_some_and(|w| {
-        w.record.access().is_some_and(|a| caller.may_read(a))
-            && crate::mesh::replicate::fetch_on_read(&w.record)
-    })
-}
 
 async fn serve_entry(
     app: &App,

@@ -45,7 +45,7 @@ pub async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body
         .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"))?
         .to_bytes();
     if method == Method::GET && path == "/api/bootstrap/discover" {
-        return discover(app, None);
+        return discover(app);
     }
     let caller = verify_request(&method, &pq, &headers, &body).ok_or_else(|| {
         ApiError::new(
@@ -144,7 +144,7 @@ fn bootstrap_only(app: &App) -> Result<(), ApiError> {
     }
 }
 
-fn discover(app: &App, asker: Option<&NodeId>) -> Result<Response<Body>, ApiError> {
+fn discover(app: &App) -> Result<Response<Body>, ApiError> {
     bootstrap_only(app)?;
     let v = &app.mesh.view;
     let mut reg = v.registry.lock().expect("registry lock poisoned");
@@ -154,7 +154,7 @@ fn discover(app: &App, asker: Option<&NodeId>) -> Result<Response<Body>, ApiErro
         addrs: v.own_addrs.clone(),
         is_bootstrap: true,
     }];
-    peers.extend(reg.discover(asker, v.now_ms()));
+    peers.extend(reg.discover(None, v.now_ms()));
     Ok(json(
         StatusCode::OK,
         &Discover {
@@ -241,11 +241,8 @@ async fn blob(
     }
 }
 
-/// Asks our neighbours for a blob we lack, on behalf of a peer that cannot
-/// reach its holder (e.g. a silent node's neighbour's neighbour). The answer
-/// passes through unchanged: the requester verifies every chunk against the
-/// signed record, so a relay cannot tamper. Bounded by the hop count, and a
-/// request id seen twice is a loop (508).
+/// A blob this node lacks: relayed through its neighbours when the request
+/// allows it ([`crate::mesh::relay`]).
 async fn relay(
     app: &App,
     hash: &ContentHash,
@@ -253,71 +250,21 @@ async fn relay(
     caller: &NodeId,
     headers: &hyper::HeaderMap,
 ) -> Result<Response<Body>, ApiError> {
-    use crate::mesh::client::{HOPS_HEADER, RELAY_HOPS, REQUEST_ID_HEADER};
-    let not_here = || ApiError::new(StatusCode::NOT_FOUND, "not held here");
+    use crate::mesh::client::{HOPS_HEADER, REQUEST_ID_HEADER};
+    use crate::mesh::relay::{RelayError, relay_blob};
     let hops = headers
         .get(HOPS_HEADER)
         .and_then(|h| h.to_str().ok()?.parse::<u8>().ok())
-        .unwrap_or(0)
-        .min(RELAY_HOPS);
-    let rid = headers
-        .get(REQUEST_ID_HEADER)
-        .and_then(|h| h.to_str().ok())
-        .filter(|r| !r.is_empty() && r.len() <= 64)
-        .map(str::to_string);
-    let (Some(rid), true) = (rid, hops > 0) else {
-        return Err(not_here());
-    };
-    let v = &app.mesh.view;
-    if !v.first_relay(&rid) {
-        return Err(ApiError::new(
+        .unwrap_or(0);
+    let rid = headers.get(REQUEST_ID_HEADER).and_then(|h| h.to_str().ok());
+    match relay_blob(&app.mesh.view, hash, path, caller, hops, rid).await {
+        Ok(body) => Ok(binary(body)),
+        Err(RelayError::NotHere) => Err(ApiError::new(StatusCode::NOT_FOUND, "not held here")),
+        Err(RelayError::Loop) => Err(ApiError::new(
             StatusCode::LOOP_DETECTED,
             "request already relayed through this node",
-        ));
+        )),
     }
-    let known = v
-        .holders
-        .lock()
-        .expect("lock poisoned")
-        .get(&hash.0)
-        .copied();
-    let mut candidates: Vec<std::net::SocketAddr> = known.into_iter().collect();
-    candidates.extend(
-        v.neighbours
-            .read()
-            .expect("lock poisoned")
-            .iter()
-            .filter(|(a, n)| n != caller && Some(*a) != known)
-            .map(|(a, _)| *a),
-    );
-    let fwd = [
-        (HOPS_HEADER, (hops - 1).to_string()),
-        (REQUEST_ID_HEADER, rid),
-    ];
-    // ask them all at once; the first good answer wins (dropping the set
-    // cancels the others), so one dead neighbour costs nothing
-    let mut asks = tokio::task::JoinSet::new();
-    for a in candidates {
-        let (c, path, fwd) = (v.client.clone(), path.to_string(), fwd.clone());
-        asks.spawn(async move {
-            (
-                a,
-                c.request_with(a, Method::GET, &path, Vec::new(), &fwd)
-                    .await,
-            )
-        });
-    }
-    while let Some(r) = asks.join_next().await {
-        if let Ok((a, Ok((StatusCode::OK, body)))) = r {
-            let mut h = v.holders.lock().expect("lock poisoned");
-            if h.len() >= 4096 {
-                h.clear(); // a hint cache: losing it costs one broadcast
-            }
-            h.insert(hash.0, a);
-            return Ok(binary(body));
-        }
-    }
-    Err(not_here())
 }
 
 fn binary(b: impl Into<Bytes>) -> Response<Body> {

@@ -287,7 +287,7 @@ impl App {
         let peers = v.peers.read().expect("peer lock poisoned");
         MeshStatus {
             records,
-            catalog_digest: format!("{}-{:016x}", fp.0, fp.1),
+            catalog_digest: crate::mesh::catalog_digest(fp),
             peers: peers.len(),
             neighbours: peers.iter().filter(|p| p.neighbour).count(),
             broadcast: v.broadcast,

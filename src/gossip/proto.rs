@@ -76,6 +76,18 @@ pub trait Crypto {
     fn verify(&self, origin: &NodeId, body: &[u8], sig: &[u8; 64]) -> bool;
 }
 
+impl<T: Crypto + ?Sized> Crypto for std::sync::Arc<T> {
+    fn node_id(&self) -> NodeId {
+        (**self).node_id()
+    }
+    fn sign(&self, body: &[u8]) -> [u8; 64] {
+        (**self).sign(body)
+    }
+    fn verify(&self, origin: &NodeId, body: &[u8], sig: &[u8; 64]) -> bool {
+        (**self).verify(origin, body, sig)
+    }
+}
+
 impl Crypto for crate::identity::Identity {
     fn node_id(&self) -> NodeId {
         crate::identity::Identity::node_id(self)

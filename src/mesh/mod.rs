@@ -16,12 +16,13 @@
 //! their origin.
 
 pub mod client;
+pub mod relay;
 pub mod replicate;
 mod task;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -34,6 +35,12 @@ use crate::sync::catalog::MeshCatalog;
 use crate::sync::record::Signed;
 
 pub use task::{MeshParams, spawn};
+
+/// A catalog summary as heartbeats, mDNS TXT and the status API show it:
+/// `<records>-<XOR fingerprint, 16 hex>`; equal digests, equal catalogs.
+pub fn catalog_digest((len, xor): (u32, u64)) -> String {
+    format!("{len}-{xor:016x}")
+}
 
 /// Commands queued to the mesh task.
 const CMD_CAP: usize = 1024;
@@ -59,8 +66,6 @@ pub enum Cmd {
     /// Fetch a URL known to the catalog now, for a reader (standard items are
     /// cached where they are read); answers when it is in the store.
     FetchNow(String, oneshot::Sender<Result<(), String>>),
-    /// Dial these peers (bootstrap answers, static peers).
-    Dial(Vec<SocketAddr>),
 }
 
 /// One row of the peer table (`GET /api/v1/peers`, `meshctl peers`).
@@ -229,6 +234,15 @@ impl Mesh {
         }
     }
 
+    /// Does the mesh catalog have a version of `url` that a reader allowed
+    /// `may_read` can see and that this node may copy on a read?
+    pub fn fetchable(&self, url: &str, may_read: impl Fn(crate::catalog::Access) -> bool) -> bool {
+        let cat = self.view.catalog.read().expect("catalog lock poisoned");
+        cat.resolve(url).winner.is_some_and(|w| {
+            w.record.access().is_some_and(&may_read) && replicate::fetch_on_read(&w.record)
+        })
+    }
+
     /// The highest version the mesh knows for `url`.
     pub fn max_version(&self, url: &str) -> u64 {
         self.view
@@ -238,11 +252,6 @@ impl Mesh {
             .max_version(url)
     }
 
-    /// Asks the task to dial peers.
-    pub async fn dial(&self, addrs: Vec<SocketAddr>) {
-        let _stopped_is_fine = self.tx.send(Cmd::Dial(addrs)).await;
-    }
-
     /// The number of records.
     pub fn records(&self) -> usize {
         self.view
@@ -250,10 +259,5 @@ impl Mesh {
             .read()
             .expect("catalog lock poisoned")
             .len()
-    }
-
-    /// Counter value helper.
-    pub fn counter(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
     }
 }

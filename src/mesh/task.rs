@@ -5,17 +5,18 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hyper::Method;
+use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::catalog_digest as digest;
 use super::client::MeshClient;
 use super::replicate::{fetch_on_read, should_hold};
 use super::{CMD_CAP, CatalogSummary, Cmd, Mesh, MeshView, PeerStatus};
@@ -23,10 +24,11 @@ use crate::catalog::{Access, ContentUrl, Priority};
 use crate::config::Config;
 use crate::discovery::bootstrap::{Discover, Register, Registry};
 use crate::discovery::mdns::{self, Mdns, MdnsConfig};
-use crate::gossip::proto::{self, Crypto, Gossip, InEvent, OutEvent};
+use crate::gossip::proto::{self, Gossip, InEvent, OutEvent};
 use crate::gossip::wire::{MAX_ADDRS, MAX_DATAGRAM, PeerInfo};
 use crate::identity::Identity;
 use crate::node::NodeId;
+use crate::store::now_ms as wall_ms;
 use crate::store::{MeshSave, PeerRow, PublishMeta, StoreError, StoreHandle};
 use crate::sync::catalog::{Insert, MeshCatalog};
 use crate::sync::recon::{self, Id, Role, ShortId, short};
@@ -61,22 +63,6 @@ pub struct MeshParams {
     pub http_listen: Vec<SocketAddr>,
     /// Stops the task.
     pub cancel: CancellationToken,
-}
-
-/// Ed25519 through a shared identity.
-#[derive(Debug, Clone)]
-struct IdCrypto(Arc<Identity>);
-
-impl Crypto for IdCrypto {
-    fn node_id(&self) -> NodeId {
-        self.0.node_id()
-    }
-    fn sign(&self, body: &[u8]) -> [u8; 64] {
-        self.0.sign(body)
-    }
-    fn verify(&self, origin: &NodeId, body: &[u8], sig: &[u8; 64]) -> bool {
-        crate::identity::verify(origin, body, sig)
-    }
 }
 
 /// Results of the task's own background jobs.
@@ -170,7 +156,7 @@ pub async fn spawn(p: MeshParams, tasks: &TaskTracker) -> anyhow::Result<Mesh> {
     };
     let core = Gossip::new(
         gcfg,
-        IdCrypto(p.identity.clone()),
+        p.identity.clone(),
         SmallRng::seed_from_u64(seed()),
         info,
         0,
@@ -281,29 +267,17 @@ fn is_link_local(ip: &std::net::IpAddr) -> bool {
     }
 }
 
-fn digest((len, xor): (u32, u64)) -> String {
-    format!("{len}-{xor:016x}")
-}
-
-fn wall_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn seed() -> u64 {
     getrandom::u64().unwrap_or_else(|_| wall_ms() as u64 ^ std::process::id() as u64)
 }
 
 /// `base` ± 50 %, so nodes that lost the same link do not all re-dial at once.
 fn jitter(base: Duration) -> Duration {
-    let f: f64 = SmallRng::seed_from_u64(seed()).random_range(0.5..1.5);
-    base.mul_f64(f)
+    base.mul_f64(0.5 + (seed() % 1000) as f64 / 1000.0)
 }
 
 struct Task {
-    core: Gossip<SocketAddr, SmallRng, IdCrypto>,
+    core: Gossip<SocketAddr, SmallRng, Arc<Identity>>,
     identity: Arc<Identity>,
     udp: Arc<UdpSocket>,
     udp_addr: SocketAddr,
@@ -362,15 +336,13 @@ impl Task {
     ) {
         let udp = self.udp.clone();
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-        let mut redial = tokio::time::interval(Duration::from_secs(3600));
-        let mut next_redial = Instant::now();
+        let mut next_redial = Instant::now(); // dial at once, then jittered
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         let mut book_save = tokio::time::interval(BOOK_SAVE_INTERVAL);
         let mut recon_all = tokio::time::interval(self.cfg.sync.reconcile_interval.0);
         let mut demand = tokio::time::interval(Duration::from_secs(5));
         let mut peers_refresh = tokio::time::interval(Duration::from_millis(200));
         let mut retry_tick = tokio::time::interval(Duration::from_millis(500));
-        redial.reset_immediately();
         self.announce_catalog(Vec::new(), false);
         let out = self.core.handle(InEvent::Tick, self.now(), wall_ms());
         self.process(out);
@@ -407,12 +379,9 @@ impl Task {
                     let out = self.core.handle(InEvent::Tick, self.now(), wall_ms());
                     self.process(out);
                 }
-                _ = redial.tick() => {
-                    if Instant::now() >= next_redial {
-                        self.redial();
-                        next_redial = Instant::now() + jitter(self.cfg.discovery.redial_interval.0);
-                        redial.reset_after(next_redial - Instant::now());
-                    }
+                _ = tokio::time::sleep_until(next_redial.into()) => {
+                    self.redial();
+                    next_redial = Instant::now() + jitter(self.cfg.discovery.redial_interval.0);
                 }
                 _ = sweep.tick() => self.sweep(),
                 _ = book_save.tick() => self.save_book(),
@@ -711,11 +680,6 @@ impl Task {
                     _ => {
                         let _gone = reply.send(Err("not in the mesh catalog".into()));
                     }
-                }
-            }
-            Cmd::Dial(addrs) => {
-                for a in addrs {
-                    self.link_up(a);
                 }
             }
         }

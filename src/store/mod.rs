@@ -407,7 +407,8 @@ fn now_secs() -> i64 {
     now_ms() / 1000
 }
 
-fn now_ms() -> i64 {
+/// Wall clock, Unix ms (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

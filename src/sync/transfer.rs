@@ -169,19 +169,13 @@ pub async fn fetch(
         }
     }
     let total = want.size.div_ceil(CHUNK_SIZE).max(1) as usize;
+    let done = chunks_on_disk(&dir, total).await?;
     let Some(chunks) = chunks else {
-        let have = count_done(&dir, total);
+        let have = done.iter().filter(|d| **d).count();
         return Err(TransferError::NoSource(want.hash, have, total));
     };
-
-    let mut todo: VecDeque<usize> = VecDeque::new();
-    for i in 0..total {
-        if dir.join(i.to_string()).exists() {
-            report.resumed += 1;
-        } else {
-            todo.push_back(i);
-        }
-    }
+    report.resumed = done.iter().filter(|d| **d).count();
+    let mut todo: VecDeque<usize> = (0..total).filter(|i| !done[*i]).collect();
     let mut failures: HashMap<SocketAddr, u32> = HashMap::new();
     let mut next_source = 0usize;
     let mut inflight = JoinSet::new();
@@ -293,10 +287,16 @@ fn relay_headers() -> [(&'static str, String); 2] {
     ]
 }
 
-fn count_done(dir: &Path, total: usize) -> usize {
-    (0..total)
-        .filter(|i| dir.join(i.to_string()).exists())
-        .count()
+/// Which chunks an earlier attempt left on disk (stat calls, off the runtime).
+async fn chunks_on_disk(dir: &Path, total: usize) -> io::Result<Vec<bool>> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        (0..total)
+            .map(|i| dir.join(i.to_string()).exists())
+            .collect()
+    })
+    .await
+    .map_err(|e| io::Error::other(e.to_string()))
 }
 
 async fn assemble(blobs: &BlobDir, dir: &Path, total: usize) -> io::Result<Ingested> {
