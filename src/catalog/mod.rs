@@ -113,6 +113,23 @@ impl FromStr for Priority {
     }
 }
 
+impl<'de> Deserialize<'de> for Priority {
+    /// A name (`standard`) or a number (`3`), as in config files.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u8),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Priority::from_u8(n)
+                .ok_or_else(|| serde::de::Error::custom(format!("priority {n} is not 1-4"))),
+            Raw::S(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 impl Serialize for Priority {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u8(*self as u8)

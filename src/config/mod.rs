@@ -68,6 +68,74 @@ pub struct Config {
     /// `[sync]`: catalog reconciliation, conflicts and replication.
     #[serde(default)]
     pub sync: SyncConfig,
+    /// `[connectivity]`: uplink probes, the network mode, failover.
+    #[serde(default)]
+    pub connectivity: ConnectivityConfig,
+    /// `[proxy]`: the forward proxy for external plain-HTTP content.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+}
+
+/// `[connectivity]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectivityConfig {
+    /// `tcp://host:port` and `http://host/path` (2xx passes) targets; the
+    /// uplink is up while any of them answers. Empty: no probing, offline.
+    #[serde(default = "default_probes")]
+    pub probes: Vec<crate::connectivity::ProbeTarget>,
+    /// Between probe rounds.
+    #[serde(default = "default_probe_interval")]
+    pub interval: DurationStr,
+    /// Before the round that confirms a failed one.
+    #[serde(default = "default_probe_retry")]
+    pub retry_interval: DurationStr,
+    /// Failed rounds in a row that mean the uplink is down.
+    #[serde(default = "default_down_after")]
+    pub down_after: u32,
+    /// Per probe.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout: DurationStr,
+    /// When the uplink is down and a mesh node with one is reachable over
+    /// IP, route this node's (and its clients') traffic through it. Needs
+    /// CAP_NET_ADMIN; without it the node says so once and carries on.
+    #[serde(default = "yes")]
+    pub failover: bool,
+    /// meshnode's own routing table for the failover default route.
+    #[serde(default = "default_failover_table")]
+    pub failover_table: u32,
+    /// Priority of meshnode's policy rules (it uses this and its neighbours ±1).
+    #[serde(default = "default_failover_table")]
+    pub rule_priority: u32,
+    /// Route protocol number meshnode's routes are tagged with.
+    #[serde(default = "default_route_protocol")]
+    pub route_protocol: u8,
+    /// Firewall mark of the probes' sockets (they always use the main table).
+    #[serde(default = "default_fwmark")]
+    pub fwmark: u32,
+}
+
+/// `[proxy]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Answer absolute-form (`GET http://host/...`) requests and `CONNECT`
+    /// on the public port.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Priority of fetched external content in the catalog.
+    #[serde(default = "default_proxy_priority")]
+    pub priority: crate::catalog::Priority,
+    /// Largest external object that enters the catalog; bigger ones are
+    /// passed through uncached.
+    #[serde(default = "default_proxy_max_object")]
+    pub max_object: ByteSize,
+    /// Freshness of a response that carries no cache headers.
+    #[serde(default = "default_proxy_freshness")]
+    pub default_freshness: DurationStr,
+    /// Allow `CONNECT` tunnels (HTTPS, passed through untouched).
+    #[serde(default = "yes")]
+    pub connect: bool,
 }
 
 /// `host:port` of a peer's HTTP listener (a name or an address).
@@ -174,6 +242,75 @@ pub struct SyncConfig {
 
 fn yes() -> bool {
     true
+}
+fn default_probes() -> Vec<crate::connectivity::ProbeTarget> {
+    [
+        "http://connectivitycheck.gstatic.com/generate_204",
+        "tcp://1.1.1.1:443",
+        "tcp://9.9.9.9:443",
+    ]
+    .iter()
+    .map(|s| crate::connectivity::ProbeTarget::parse(s).expect("valid default"))
+    .collect()
+}
+fn default_probe_interval() -> DurationStr {
+    DurationStr(Duration::from_secs(5))
+}
+fn default_probe_retry() -> DurationStr {
+    DurationStr(Duration::from_secs(1))
+}
+fn default_down_after() -> u32 {
+    2
+}
+fn default_probe_timeout() -> DurationStr {
+    DurationStr(Duration::from_secs(2))
+}
+fn default_failover_table() -> u32 {
+    7734
+}
+fn default_route_protocol() -> u8 {
+    158
+}
+fn default_fwmark() -> u32 {
+    0x6d6e
+}
+fn default_proxy_priority() -> crate::catalog::Priority {
+    crate::catalog::Priority::Standard
+}
+fn default_proxy_max_object() -> ByteSize {
+    ByteSize(256 << 20)
+}
+fn default_proxy_freshness() -> DurationStr {
+    DurationStr(Duration::from_secs(3600))
+}
+
+impl Default for ConnectivityConfig {
+    fn default() -> Self {
+        Self {
+            probes: default_probes(),
+            interval: default_probe_interval(),
+            retry_interval: default_probe_retry(),
+            down_after: default_down_after(),
+            timeout: default_probe_timeout(),
+            failover: true,
+            failover_table: default_failover_table(),
+            rule_priority: default_failover_table(),
+            route_protocol: default_route_protocol(),
+            fwmark: default_fwmark(),
+        }
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            priority: default_proxy_priority(),
+            max_object: default_proxy_max_object(),
+            default_freshness: default_proxy_freshness(),
+            connect: true,
+        }
+    }
 }
 fn default_registration_ttl() -> DurationStr {
     DurationStr(Duration::from_secs(300))
@@ -427,6 +564,12 @@ impl Config {
         if self.sync != new.sync {
             keys.push("sync");
         }
+        if self.connectivity != new.connectivity {
+            keys.push("connectivity");
+        }
+        if self.proxy != new.proxy {
+            keys.push("proxy");
+        }
         keys
     }
 }
@@ -517,6 +660,8 @@ mod tests {
         assert_eq!(c.discovery, DiscoveryConfig::default());
         assert_eq!(c.gossip, GossipConfig::default());
         assert_eq!(c.sync, SyncConfig::default());
+        assert_eq!(c.connectivity, ConnectivityConfig::default());
+        assert_eq!(c.proxy, ProxyConfig::default());
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::hash::Hash;
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
-use super::wire::{Datagram, Kind, MAX_BODY, Message, PeerInfo};
+use super::wire::{Datagram, Kind, MAX_BODY, MAX_LINKS, Message, PeerInfo, WireLink};
 use crate::node::NodeId;
 
 /// Tunables; defaults suit a community mesh of up to a few hundred nodes.
@@ -50,6 +50,10 @@ pub struct Config {
     pub seen_capacity: usize,
     /// Most peers in one PEER_LIST_RESPONSE (keeps it in one datagram).
     pub peer_list_max: usize,
+    /// Each neighbour is pinged this often to measure round-trip time and loss.
+    pub probe_ms: u64,
+    /// Loss is the share of the last this-many pings left unanswered.
+    pub probe_window: usize,
 }
 
 impl Default for Config {
@@ -62,6 +66,8 @@ impl Default for Config {
             max_future_ms: 300_000,
             seen_capacity: 8192,
             peer_list_max: 8,
+            probe_ms: 2_000,
+            probe_window: 16,
         }
     }
 }
@@ -130,6 +136,14 @@ pub enum InEvent<A> {
     SetInfo(PeerInfo),
     /// Our clients' cumulative requests for popular items.
     Demand(Vec<([u8; 8], u32)>),
+    /// Our links and mode changed (the driver adds link kinds to what
+    /// [`Gossip::link_quality`] measured): tell the mesh.
+    LinkState {
+        /// See [`Kind::LinkState`].
+        mode: u8,
+        /// At most [`MAX_LINKS`] are sent.
+        links: Vec<WireLink>,
+    },
 }
 
 /// Outputs.
@@ -183,6 +197,8 @@ pub struct Peer {
     pub last_seq: u64,
     /// Its catalog fingerprint (entries, xor) from its last heartbeat.
     pub catalog: (u32, u64),
+    /// Its last LINK_STATE: (mode, links).
+    pub links: Option<(u8, Vec<WireLink>)>,
 }
 
 impl Peer {
@@ -193,6 +209,7 @@ impl Peer {
             last_seen: now,
             last_seq: 0,
             catalog: (0, 0),
+            links: None,
         }
     }
 }
@@ -222,6 +239,48 @@ struct Neighbour {
     last_heard: u64,
     /// Last time we asked to reconcile with it (rate limit).
     last_reconcile: Option<u64>,
+    probe: Probe,
+}
+
+/// Round-trip time and loss of one link, from PING/PONG.
+#[derive(Debug, Default)]
+struct Probe {
+    /// Pings in flight: (nonce, sent at).
+    pending: VecDeque<(u32, u64)>,
+    /// Outcomes of the last pings, newest last: answered or not.
+    outcomes: VecDeque<bool>,
+    /// Smoothed RTT (ms), EWMA with weight 1/4 for a new sample.
+    rtt_ms: Option<f64>,
+}
+
+impl Probe {
+    fn outcome(&mut self, ok: bool, window: usize) {
+        self.outcomes.push_back(ok);
+        while self.outcomes.len() > window {
+            self.outcomes.pop_front();
+        }
+    }
+
+    /// Share of the recent pings left unanswered (0 before any ping ended).
+    fn loss(&self) -> f64 {
+        if self.outcomes.is_empty() {
+            return 0.0;
+        }
+        self.outcomes.iter().filter(|ok| !**ok).count() as f64 / self.outcomes.len() as f64
+    }
+}
+
+/// A neighbour's link as measured by PING/PONG.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkQuality<A> {
+    /// The link.
+    pub addr: A,
+    /// The neighbour.
+    pub node: NodeId,
+    /// Smoothed round-trip time (ms); `None` before the first answer.
+    pub rtt_ms: Option<f64>,
+    /// Share of recent pings unanswered, 0..=1.
+    pub loss: f64,
 }
 
 /// One node's gossip state.
@@ -240,6 +299,8 @@ pub struct Gossip<A, R, C> {
     next_heartbeat: u64,
     /// When we last flooded a PEER_ANNOUNCEMENT of ourselves.
     last_announce: Option<u64>,
+    next_probe: u64,
+    nonce: u32,
     /// Counters.
     pub stats: Stats,
 }
@@ -261,6 +322,8 @@ impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
             seen_order: VecDeque::new(),
             next_heartbeat,
             last_announce: None,
+            next_probe: now,
+            nonce: 0,
             stats: Stats::default(),
         }
     }
@@ -273,6 +336,19 @@ impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
     /// Current neighbours (links that said HELLO).
     pub fn neighbours(&self) -> impl Iterator<Item = (&A, &NodeId)> {
         self.neighbours.iter().map(|(a, n)| (a, &n.node))
+    }
+
+    /// Round-trip time and loss of every neighbour's link.
+    pub fn link_quality(&self) -> Vec<LinkQuality<A>> {
+        self.neighbours
+            .iter()
+            .map(|(a, n)| LinkQuality {
+                addr: a.clone(),
+                node: n.node,
+                rtt_ms: n.probe.rtt_ms,
+                loss: n.probe.loss(),
+            })
+            .collect()
     }
 
     /// Handles one event at time `now` (ms, monotonic) with wall clock `wall_ms`.
@@ -300,6 +376,10 @@ impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
                         &mut out,
                     );
                 }
+            }
+            InEvent::LinkState { mode, mut links } => {
+                links.truncate(MAX_LINKS);
+                self.originate(Kind::LinkState { mode, links }, wall_ms, &mut out);
             }
             InEvent::Catalog {
                 len,
@@ -443,6 +523,7 @@ impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
                 | Kind::PeerUpdate(_)
                 | Kind::CatalogChange { .. }
                 | Kind::Demand { .. }
+                | Kind::LinkState { .. }
         );
         match &m.kind {
             Kind::Hello(info) => {
@@ -454,6 +535,7 @@ impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
                         node: m.origin,
                         last_heard: now,
                         last_reconcile: None,
+                        probe: Probe::default(),
                     },
                 );
                 if new {
@@ -548,6 +630,36 @@ impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
                     });
                 }
             }
+            Kind::Ping { nonce } => {
+                let direct = self
+                    .neighbours
+                    .get(&from)
+                    .is_some_and(|n| n.node == m.origin);
+                if direct {
+                    let pong = self.seal(Kind::Pong { nonce: *nonce }, 0, wall_ms);
+                    self.send(from.clone(), pong, out);
+                }
+            }
+            Kind::Pong { nonce } => {
+                let window = self.cfg.probe_window;
+                if let Some(n) = self.neighbours.get_mut(&from)
+                    && n.node == m.origin
+                    && let Some(i) = n.probe.pending.iter().position(|(x, _)| x == nonce)
+                {
+                    let (_, sent) = n.probe.pending.remove(i).expect("index found above");
+                    let sample = now.saturating_sub(sent) as f64;
+                    n.probe.rtt_ms = Some(match n.probe.rtt_ms {
+                        Some(r) => r + (sample - r) / 4.0,
+                        None => sample,
+                    });
+                    n.probe.outcome(true, window);
+                }
+            }
+            Kind::LinkState { mode, links } => {
+                if fresh && let Some(p) = self.peers.get_mut(&m.origin) {
+                    p.links = Some((*mode, links.clone()));
+                }
+            }
             Kind::CatalogChange { ids } => {
                 out.push(OutEvent::CatalogChange {
                     origin: m.origin,
@@ -606,7 +718,33 @@ impl<A: Clone + Eq + Hash, R: Rng, C: Crypto> Gossip<A, R, C> {
             out.push(OutEvent::PeerLeft(id));
         }
         self.neighbours.retain(|_, n| n.last_heard + expiry >= now);
-        out.push(OutEvent::NextTick(self.next_heartbeat.min(now + 5_000)));
+        if now >= self.next_probe {
+            self.next_probe = now + self.cfg.probe_ms;
+            self.probe(now, wall_ms, out);
+        }
+        out.push(OutEvent::NextTick(
+            self.next_heartbeat.min(self.next_probe).min(now + 5_000),
+        ));
+    }
+
+    /// Pings every neighbour; a ping unanswered after two probe periods is lost.
+    fn probe(&mut self, now: u64, wall_ms: i64, out: &mut Vec<OutEvent<A>>) {
+        let (window, lost_after) = (self.cfg.probe_window, 2 * self.cfg.probe_ms);
+        let links: Vec<A> = self.neighbours.keys().cloned().collect();
+        for a in links {
+            self.nonce = self.nonce.wrapping_add(1);
+            let nonce = self.nonce;
+            let n = self.neighbours.get_mut(&a).expect("key from the map");
+            while let Some(&(_, sent)) = n.probe.pending.front()
+                && sent + lost_after <= now
+            {
+                n.probe.pending.pop_front();
+                n.probe.outcome(false, window);
+            }
+            n.probe.pending.push_back((nonce, now));
+            let ping = self.seal(Kind::Ping { nonce }, 0, wall_ms);
+            self.send(a, ping, out);
+        }
     }
 }
 
@@ -678,6 +816,70 @@ mod tests {
             }
         }
         other
+    }
+
+    /// Delivers `out`'s sends from core `from` at time `now`; returns what the
+    /// receivers sent back, as (sender, receiver, bytes).
+    fn hop(
+        cores: &mut [Core],
+        from: u32,
+        out: Vec<OutEvent<u32>>,
+        now: u64,
+    ) -> Vec<(u32, u32, Vec<u8>)> {
+        let mut back = Vec::new();
+        for (to, bytes) in sends(&out) {
+            for e in cores[to as usize].handle(InEvent::Recv { from, bytes }, now, now as i64) {
+                if let OutEvent::Send { to: t, bytes } = e {
+                    back.push((to, t, bytes));
+                }
+            }
+        }
+        back
+    }
+
+    #[test]
+    fn pings_measure_rtt_and_loss_and_link_state_reaches_the_mesh() {
+        let mut c = vec![core(0, false), core(1, false), core(2, false)];
+        for (a, b) in [(0u32, 1u32), (1, 2)] {
+            let out = c[a as usize].handle(InEvent::LinkUp(b), 0, 0);
+            deliver(&mut c, a, &out);
+        }
+        // node 0 pings at t=10 000; node 1 answers; the pong lands 30 ms later
+        let out = c[0].handle(InEvent::Tick, 10_000, 10_000);
+        let pongs = hop(&mut c, 0, out, 10_000);
+        assert_eq!(pongs.len(), 1, "one neighbour, one pong");
+        for (from, to, bytes) in pongs {
+            c[to as usize].handle(InEvent::Recv { from, bytes }, 10_030, 10_030);
+        }
+        let q = c[0].link_quality();
+        assert_eq!(q.len(), 1);
+        assert_eq!(
+            (q[0].node, q[0].rtt_ms, q[0].loss),
+            (NodeId([1; 32]), Some(30.0), 0.0)
+        );
+        // the next ping is never answered: lost after two probe periods
+        let _unanswered = c[0].handle(InEvent::Tick, 12_000, 12_000);
+        let _ = c[0].handle(InEvent::Tick, 16_000, 16_000);
+        let q = c[0].link_quality();
+        assert_eq!(q[0].loss, 0.5, "one of two pings answered");
+        assert_eq!(q[0].rtt_ms, Some(30.0), "a lost ping is no RTT sample");
+        // node 0's link state travels 0 -> 1 -> 2
+        let link = WireLink {
+            node: NodeId([1; 32]),
+            kind: 0,
+            rtt_us: 30_000,
+            loss_permille: 500,
+        };
+        let out = c[0].handle(
+            InEvent::LinkState {
+                mode: 1,
+                links: vec![link],
+            },
+            16_001,
+            16_001,
+        );
+        deliver(&mut c, 0, &out);
+        assert_eq!(c[2].peers()[&NodeId([0; 32])].links, Some((1, vec![link])));
     }
 
     #[test]

@@ -124,7 +124,41 @@ pub enum Kind {
         /// (record short id, requests at the origin so far).
         counts: Vec<([u8; 8], u32)>,
     },
+    /// Link probe to a neighbour (one hop); answered with [`Kind::Pong`].
+    Ping {
+        /// Echoed back.
+        nonce: u32,
+    },
+    /// Answer to a [`Kind::Ping`].
+    Pong {
+        /// The ping's nonce.
+        nonce: u32,
+    },
+    /// The origin's links as it measures them and its network mode: the
+    /// topology map and request routing are built from these.
+    LinkState {
+        /// 0 online, 1 mesh-only, 2 rf-only (see `crate::connectivity::Mode`).
+        mode: u8,
+        /// One entry per neighbour.
+        links: Vec<WireLink>,
+    },
 }
+
+/// One measured link in a [`Kind::LinkState`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireLink {
+    /// The neighbour.
+    pub node: NodeId,
+    /// 0 LAN (same subnet), 1 WAN (routed), 2 RF.
+    pub kind: u8,
+    /// Smoothed round-trip time in microseconds.
+    pub rtt_us: u32,
+    /// Probes lost recently, per mille.
+    pub loss_permille: u16,
+}
+
+/// Most links one [`Kind::LinkState`] carries (each about 40 bytes).
+pub const MAX_LINKS: usize = 24;
 
 impl Message {
     /// Its id for deduplication: the first 16 bytes of SHA-256(body).
