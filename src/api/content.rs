@@ -249,7 +249,7 @@ pub fn not_found(
     // the station that was asked for first
     let prefix = ContentUrl::parse(wanted)
         .ok()
-        .map(|u| format!("http://{}/", u.callsign().radio_host()));
+        .and_then(|u| u.callsign().map(|c| format!("http://{}/", c.radio_host())));
     all.sort_by_key(|e| {
         prefix
             .as_ref()

@@ -1,6 +1,11 @@
 //! Content URLs: `http://<callsign>.radio/<path>`, parsed from a Host header
 //! plus request path, from the path form `/<callsign>.radio/<path>`, or from a
-//! URL typed by a user. Pure.
+//! URL typed by a user; and external `http://<host>/<path>?<query>` URLs that
+//! the forward proxy fetched for the community. Pure.
+//!
+//! External URLs keep their path and query exactly as the origin server
+//! sees them (only the host is lower-cased and a default `:80` dropped):
+//! rewriting them would fetch something else.
 //!
 //! A path is decoded once and re-encoded in one canonical form, so the catalog
 //! has one key per resource. Anything that could name something other than a
@@ -59,12 +64,23 @@ pub enum UrlError {
     BadHost(String),
 }
 
+/// Longest accepted external path with query.
+pub const MAX_EXTERNAL_LEN: usize = 2048;
+
 /// A canonical content URL.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContentUrl {
-    callsign: Callsign,
-    /// Canonical percent-encoded path, starting with `/`, never ending in `/`.
+    host: Host,
+    /// Radio: canonical percent-encoded path, starting with `/`, never ending
+    /// in `/`. External: path and query as sent.
     path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Host {
+    Radio(Callsign),
+    /// `host` or `host:port`, lower case, without `:80`.
+    External(String),
 }
 
 impl ContentUrl {
@@ -94,23 +110,95 @@ impl ContentUrl {
         if path.ends_with('/') {
             path.push_str("index.html");
         }
-        Ok(Self { callsign, path })
+        Ok(Self {
+            host: Host::Radio(callsign),
+            path,
+        })
     }
 
-    /// Parses `http://n0call.radio/p`, `n0call.radio/p` (no path means `/`).
+    /// An external URL from an authority (`host[:port]`) and a request
+    /// target's path and query. The fragment is dropped.
+    pub fn external(authority: &str, path_and_query: &str) -> Result<Self, UrlError> {
+        let authority = authority.to_ascii_lowercase();
+        let authority = authority.strip_suffix(":80").unwrap_or(&authority);
+        let (name, port) = match authority.rsplit_once(':') {
+            Some((n, p)) if !authority.ends_with(']') => (n, Some(p)),
+            _ => (authority, None),
+        };
+        let name_ok = if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+            v6.parse::<std::net::Ipv6Addr>().is_ok()
+        } else {
+            !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+        };
+        let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !name_ok || !port_ok {
+            return Err(UrlError::BadHost(authority.to_string()));
+        }
+        let path = path_and_query.split('#').next().unwrap_or("");
+        let path = if path.is_empty() { "/" } else { path };
+        if !path.starts_with('/') {
+            return Err(UrlError::NotAbsolute);
+        }
+        if path.len() > MAX_EXTERNAL_LEN {
+            return Err(UrlError::TooLong);
+        }
+        if path
+            .bytes()
+            .any(|c| !(0x21..0x7f).contains(&c) || c == b'\\')
+        {
+            return Err(UrlError::ForbiddenChar);
+        }
+        if radio_host_callsign(authority).is_some() {
+            return Err(UrlError::BadHost(authority.to_string()));
+        }
+        Ok(Self {
+            host: Host::External(authority.to_string()),
+            path: path.to_string(),
+        })
+    }
+
+    /// Parses `http://n0call.radio/p`, `n0call.radio/p` (no path means `/`),
+    /// or an external `http://host/p?q`.
     pub fn parse(s: &str) -> Result<Self, UrlError> {
-        let rest = s.strip_prefix("http://").unwrap_or(s);
-        let (host, path) = match rest.find('/') {
+        let (rest, scheme) = match s.strip_prefix("http://") {
+            Some(r) => (r, true),
+            None => (s, false),
+        };
+        let (host, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let callsign = radio_host_callsign(host).ok_or_else(|| UrlError::BadHost(s.to_string()))?;
-        Self::new(callsign, path)
+        match radio_host_callsign(host) {
+            Some(callsign) => Self::new(callsign, path),
+            None if scheme && path.starts_with('?') => Self::external(host, &format!("/{path}")),
+            None if scheme => Self::external(host, path),
+            None => Err(UrlError::BadHost(s.to_string())),
+        }
     }
 
-    /// The station whose namespace this is.
-    pub fn callsign(&self) -> &Callsign {
-        &self.callsign
+    /// The station whose namespace this is (`None` for an external URL).
+    pub fn callsign(&self) -> Option<&Callsign> {
+        match &self.host {
+            Host::Radio(c) => Some(c),
+            Host::External(_) => None,
+        }
+    }
+
+    /// An external URL (fetched from the internet by the proxy).
+    pub fn is_external(&self) -> bool {
+        matches!(self.host, Host::External(_))
+    }
+
+    /// The external authority (`host[:port]`), for fetching it.
+    pub fn authority(&self) -> Option<&str> {
+        match &self.host {
+            Host::Radio(_) => None,
+            Host::External(a) => Some(a),
+        }
     }
 
     /// The canonical path.
@@ -121,7 +209,10 @@ impl ContentUrl {
 
 impl fmt::Display for ContentUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.callsign.radio_host(), self.path)
+        match &self.host {
+            Host::Radio(c) => write!(f, "http://{}{}", c.radio_host(), self.path),
+            Host::External(a) => write!(f, "http://{a}{}", self.path),
+        }
     }
 }
 
@@ -245,9 +336,55 @@ mod tests {
             "/index.html"
         );
         assert!(matches!(
-            ContentUrl::parse("http://example.com/x"),
+            ContentUrl::parse("example.com/x"),
             Err(UrlError::BadHost(_))
         ));
+    }
+
+    #[test]
+    fn external_urls_keep_path_and_query() {
+        let u = ContentUrl::parse("http://Example.COM:80/a//b/../c?x=1&y=%41#frag").unwrap();
+        assert!(u.is_external() && u.callsign().is_none());
+        assert_eq!(u.to_string(), "http://example.com/a//b/../c?x=1&y=%41");
+        assert_eq!(u.authority(), Some("example.com"));
+        assert_eq!(
+            ContentUrl::parse("http://10.0.0.1:8081?q")
+                .unwrap()
+                .to_string(),
+            "http://10.0.0.1:8081/?q"
+        );
+        assert_eq!(
+            ContentUrl::external("[2001:db8::1]:81", "/")
+                .unwrap()
+                .to_string(),
+            "http://[2001:db8::1]:81/"
+        );
+        assert_eq!(
+            ContentUrl::external("h", "/a b"),
+            Err(UrlError::ForbiddenChar)
+        );
+        assert_eq!(
+            ContentUrl::external("h", "/a\\b"),
+            Err(UrlError::ForbiddenChar)
+        );
+        assert!(matches!(
+            ContentUrl::external("bad_host", "/"),
+            Err(UrlError::BadHost(_))
+        ));
+        assert!(matches!(
+            ContentUrl::external("h:0", "/"),
+            Err(UrlError::BadHost(_))
+        ));
+        assert!(matches!(
+            ContentUrl::external("n0call.radio", "/"),
+            Err(UrlError::BadHost(_))
+        ));
+        // a radio URL is never read as external
+        assert!(
+            !ContentUrl::parse("http://n0call.radio/x")
+                .unwrap()
+                .is_external()
+        );
     }
 
     proptest! {
@@ -258,6 +395,14 @@ mod tests {
                 let again = ContentUrl::new(cs(), u.path()).unwrap();
                 prop_assert_eq!(&again, &u);
                 prop_assert!(!u.path().contains("/../"));
+                prop_assert_eq!(ContentUrl::parse(&u.to_string()).unwrap(), u);
+            }
+        }
+
+        /// An external URL's canonical form parses to itself.
+        #[test]
+        fn external_canonical_is_a_fixed_point(host in "[a-zA-Z0-9.-]{1,20}(:[0-9]{1,5})?", path in "/[!-~]{0,40}") {
+            if let Ok(u) = ContentUrl::external(&host, &path) {
                 prop_assert_eq!(ContentUrl::parse(&u.to_string()).unwrap(), u);
             }
         }

@@ -58,7 +58,11 @@ pub struct Mesh {
 pub enum Cmd {
     /// A URL changed in the local store through the control socket: sign a
     /// record (or a deletion) for it.
-    LocalChanged(String, oneshot::Sender<()>),
+    LocalChanged(
+        String,
+        Option<crate::sync::record::Fetched>,
+        oneshot::Sender<()>,
+    ),
     /// Signed records pushed by a peer.
     Records(Vec<Signed>),
     /// A client asked for a URL (demand for popular items).
@@ -199,10 +203,16 @@ impl MeshView {
 impl Mesh {
     /// Tells the mesh a URL changed locally; returns once its record is signed.
     pub async fn local_changed(&self, url: &str) {
+        self.local_fetched(url, None).await
+    }
+
+    /// [`Mesh::local_changed`] for external content fetched (or revalidated)
+    /// by this node, with its freshness.
+    pub async fn local_fetched(&self, url: &str, fetched: Option<crate::sync::record::Fetched>) {
         let (tx, rx) = oneshot::channel();
         if self
             .tx
-            .send(Cmd::LocalChanged(url.to_string(), tx))
+            .send(Cmd::LocalChanged(url.to_string(), fetched, tx))
             .await
             .is_ok()
         {

@@ -50,6 +50,7 @@ mod tests {
                 priority,
                 access: 0,
                 tags: vec![],
+                fetched: None,
             }),
         }
     }

@@ -635,8 +635,8 @@ impl Task {
 
     fn on_cmd(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::LocalChanged(url, done) => {
-                if let Some(s) = self.own_record(&url) {
+            Cmd::LocalChanged(url, fetched, done) => {
+                if let Some(s) = self.own_record(&url, fetched) {
                     let id = s.id;
                     self.insert(vec![s], false);
                     self.pending_announce.push(id);
@@ -849,7 +849,9 @@ impl Task {
     }
 
     /// Our record for `url` if the store's state differs from the catalog's.
-    fn own_record(&self, url: &str) -> Option<Signed> {
+    /// `fetched`: new freshness for external content; otherwise what our
+    /// record of the same content said stays.
+    fn own_record(&self, url: &str, fetched: Option<record::Fetched>) -> Option<Signed> {
         let cat = self.view.catalog.read().expect("lock");
         let own = cat.own(url, &self.me);
         let live = self.store.get(url);
@@ -870,6 +872,11 @@ impl Task {
                     priority: f.priority as u8,
                     access: f.access.to_u8(),
                     tags: f.tags.clone(),
+                    fetched: fetched.or_else(|| {
+                        own.and_then(|o| o.record.content.as_ref())
+                            .filter(|c| c.hash == f.hash.0)
+                            .and_then(|c| c.fetched.clone())
+                    }),
                 };
                 if own.is_some_and(|o| {
                     o.record.version == f.version && o.record.content.as_ref() == Some(&content)
@@ -925,7 +932,7 @@ impl Task {
                     .map(|r| r.record.url.clone()),
             );
         }
-        let recs: Vec<Signed> = urls.iter().filter_map(|u| self.own_record(u)).collect();
+        let recs: Vec<Signed> = urls.iter().filter_map(|u| self.own_record(u, None)).collect();
         if !recs.is_empty() {
             tracing::info!(records = recs.len(), "signed records for own content");
             self.insert(recs, false);

@@ -251,6 +251,7 @@ mod tests {
                 priority: 3,
                 access: 0,
                 tags: vec![],
+                fetched: None,
             }),
         };
         let c = HashCrypto(NodeId([origin; 32]));

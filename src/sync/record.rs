@@ -54,6 +54,23 @@ pub struct Content {
     pub access: u8,
     /// Search labels.
     pub tags: Vec<String>,
+    /// For content the proxy fetched from the internet: its freshness.
+    pub fetched: Option<Fetched>,
+}
+
+/// When and how external content was fetched: what the origin server's cache
+/// headers said (RFC 9111), so every node can tell fresh from stale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fetched {
+    /// Unix ms of the fetch (or of the last revalidation).
+    pub at_ms: i64,
+    /// Unix ms after which it is stale (from max-age, Expires, or the
+    /// default freshness); `at_ms` for `no-cache`.
+    pub fresh_until_ms: i64,
+    /// The origin's `ETag`, for revalidation.
+    pub etag: Option<String>,
+    /// The origin's `Last-Modified`, for revalidation.
+    pub last_modified: Option<String>,
 }
 
 /// A record that failed to decode or verify.
@@ -192,6 +209,12 @@ fn check_fields(r: &Record) -> Result<(), String> {
         if c.content_type.is_empty() || c.content_type.len() > 255 {
             return Err("bad content type".into());
         }
+        if let Some(f) = &c.fetched {
+            let long = |v: &Option<String>| v.as_ref().is_some_and(|v| v.len() > 256);
+            if long(&f.etag) || long(&f.last_modified) {
+                return Err("validator longer than 256 bytes".into());
+            }
+        }
         let chunks = c.size.div_ceil(crate::cache::blobs::CHUNK_SIZE);
         if (chunks > 1) != c.manifest_root.is_some() {
             return Err("manifest root must be present exactly for multi-chunk content".into());
@@ -256,6 +279,7 @@ mod tests {
                 priority: 1,
                 access: 0,
                 tags: vec!["x".into()],
+                fetched: None,
             }),
         }
     }
