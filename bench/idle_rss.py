@@ -17,6 +17,8 @@ listen = ["127.0.0.1:18099"]
 control_socket = "{d}/control.sock"
 [store]
 max_bytes = "1GiB"
+[connectivity]
+probes = []
 [discovery]
 mdns = false
 '''

@@ -115,6 +115,8 @@ state_dir = "{d}/state"
 [http]
 listen = ["{ip(i)}:8080"]
 control_socket = "{d}/control.sock"
+[connectivity]
+probes = []
 [discovery]
 mdns = false
 static_peers = [{static}]

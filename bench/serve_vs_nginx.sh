@@ -165,6 +165,8 @@ control_socket = "$dir/control.sock"
 max_bytes = "1GiB"
 memory_cache = "8MiB"
 
+[connectivity]
+probes = []
 [discovery]
 mdns = false
 EOF

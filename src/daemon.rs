@@ -126,8 +126,21 @@ impl Daemon {
         let (reload_tx, reload_rx) = mpsc::channel(RELOAD_CAP);
         let (ingress, background) = (CancellationToken::new(), CancellationToken::new());
         let (servers, tasks) = (TaskTracker::new(), TaskTracker::new());
+        let c = &cfg.connectivity;
+        let uplink = crate::connectivity::spawn(
+            c.probes.clone(),
+            crate::connectivity::Timing {
+                interval: c.interval.0,
+                retry_interval: c.retry_interval.0,
+                down_after: c.down_after,
+                timeout: c.timeout.0,
+            },
+            c.failover.then_some(c.fwmark),
+            background.child_token(),
+        );
         let mesh = crate::mesh::spawn(
             crate::mesh::MeshParams {
+                uplink,
                 cfg: cfg.clone(),
                 identity: identity.clone(),
                 store: store.clone(),

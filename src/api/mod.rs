@@ -223,6 +223,7 @@ impl App {
             "/" => Ok(html(StatusCode::OK, pages::status(self))),
             "/api/v1/status" => Ok(json(StatusCode::OK, &self.status())),
             "/api/v1/peers" => Ok(json(StatusCode::OK, &self.peers())),
+            "/api/v1/topology" => Ok(self.topology(&req)),
             "/api/v1/catalog" => Ok(json(StatusCode::OK, &self.catalog(caller, &query(&req))?)),
             "/metrics" => Ok(text(
                 StatusCode::OK,
@@ -250,6 +251,7 @@ impl App {
 
     /// `GET /api/v1/status`
     pub fn status(&self) -> StatusBody {
+        let conn = self.mesh.view.mode.read().expect("lock").clone();
         StatusBody {
             node: self.node.name.clone(),
             callsign: self.node.callsign.to_string(),
@@ -259,6 +261,31 @@ impl App {
             listen: self.listen.iter().map(|a| a.to_string()).collect(),
             store: self.store.stats(),
             mesh: self.mesh_status(),
+            mode: conn.mode,
+            mode_since: conn.since_ms,
+            connectivity: conn,
+        }
+    }
+
+    /// `GET /api/v1/topology`: JSON, or GraphViz DOT with `?format=dot` or
+    /// `Accept: text/vnd.graphviz`.
+    fn topology(&self, req: &Request<Incoming>) -> Response<Body> {
+        let topo = self.mesh.view.topology.read().expect("lock").clone();
+        let q = query(req);
+        let dot = param(&q, "format") == Some("dot")
+            || req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("text/vnd.graphviz"));
+        if dot {
+            text(
+                StatusCode::OK,
+                "text/vnd.graphviz; charset=utf-8",
+                topo.to_dot(),
+            )
+        } else {
+            json(StatusCode::OK, &topo.to_json())
         }
     }
 
@@ -403,6 +430,53 @@ impl App {
             "The store quota (store.max_bytes).",
             &[(String::new(), s.max_bytes)],
         );
+        let conn = self.mesh.view.mode.read().expect("lock").clone();
+        let modes: Vec<(String, u64)> = [
+            crate::connectivity::Mode::Online,
+            crate::connectivity::Mode::MeshOnly,
+            crate::connectivity::Mode::RfOnly,
+        ]
+        .iter()
+        .map(|m| {
+            (
+                format!("{{mode=\"{}\"}}", m.name()),
+                (conn.mode == *m) as u64,
+            )
+        })
+        .collect();
+        metric(
+            "meshnode_network_mode",
+            "gauge",
+            "1 for the node's current network mode.",
+            &modes,
+        );
+        metric(
+            "meshnode_network_mode_changes_total",
+            "counter",
+            "Network mode changes since start.",
+            &[(String::new(), conn.changes)],
+        );
+        metric(
+            "meshnode_network_mode_since_seconds",
+            "gauge",
+            "Unix time of the last network mode change.",
+            &[(String::new(), (conn.since_ms / 1000) as u64)],
+        );
+        metric(
+            "meshnode_uplink_up",
+            "gauge",
+            "1 while the uplink probes pass.",
+            &[(String::new(), conn.uplink.up as u64)],
+        );
+        metric(
+            "meshnode_failover_active",
+            "gauge",
+            "1 while traffic is routed through a mesh gateway.",
+            &[(
+                String::new(),
+                conn.gateway.as_ref().is_some_and(|g| g.installed) as u64,
+            )],
+        );
         let m = &self.mesh.view.counters;
         for (name, help, c) in [
             (
@@ -532,6 +606,12 @@ pub struct StatusBody {
     pub store: crate::store::StoreStats,
     /// Mesh figures.
     pub mesh: MeshStatus,
+    /// `online`, `mesh-only` or `rf-only`.
+    pub mode: crate::connectivity::Mode,
+    /// Unix ms of the last mode change (or of the start).
+    pub mode_since: i64,
+    /// Mode, uplink probes and failover in detail.
+    pub connectivity: crate::mesh::links::ModeState,
 }
 
 /// The mesh part of `GET /api/v1/status`.

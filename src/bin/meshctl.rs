@@ -41,6 +41,12 @@ enum Cmd {
     Status,
     /// The peer table: every node this one knows, with scores.
     Peers,
+    /// The mesh topology: nodes and links with RTT, loss and kind.
+    Topology {
+        /// Print GraphViz DOT (`meshctl topology --dot | dot -Tsvg > mesh.svg`).
+        #[arg(long)]
+        dot: bool,
+    },
     /// Catalog content: list, publish, fetch, remove, pin, verify.
     #[command(subcommand)]
     Content(ContentCmd),
@@ -144,6 +150,12 @@ async fn run(args: &Args) -> Result<(), ClientError> {
     match &args.cmd {
         Cmd::Status => out(&c.get("/api/v1/status").await?, &human_status),
         Cmd::Peers => out(&c.get("/api/v1/peers").await?, &human_peers),
+        Cmd::Topology { dot: true } => {
+            // not JSON: the client hands the text back as a JSON string
+            let v = c.get("/api/v1/topology?format=dot").await?;
+            print!("{}", v.as_str().unwrap_or_default());
+        }
+        Cmd::Topology { dot: false } => out(&c.get("/api/v1/topology").await?, &human_topology),
         Cmd::Reload => out(
             &c.call(Method::POST, "/api/v1/reload", meshnode::api::full(""))
                 .await?,
@@ -332,7 +344,84 @@ fn human_status(v: &Value) -> String {
         s["used_bytes"],
         s["max_bytes"],
         s["quarantined"],
-    ) + &human_mesh(&v["mesh"])
+    ) + &human_mode(v)
+        + &human_mesh(&v["mesh"])
+}
+
+fn human_mode(v: &Value) -> String {
+    let c = &v["connectivity"];
+    let since = v["mode_since"].as_i64().unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut s = format!(
+        "mode:      {} (since {} s ago, {} changes); uplink {}\n",
+        str_of(&v["mode"]),
+        (now - since).max(0) / 1000,
+        c["changes"],
+        match (c["uplink"]["probed"].as_bool(), c["uplink"]["up"].as_bool()) {
+            (Some(false), _) => "not probed",
+            (_, Some(true)) => "up",
+            _ => "down",
+        }
+    );
+    if let Some(g) = c["gateway"].as_object() {
+        s += &format!(
+            "failover:  via {} ({}){}\n",
+            g["addr"].as_str().unwrap_or("?"),
+            g["name"].as_str().unwrap_or("?"),
+            if g["installed"] == true {
+                ""
+            } else {
+                " NOT INSTALLED"
+            }
+        );
+    }
+    if let Some(why) = c["failover_off"].as_str() {
+        s += &format!("failover:  off: {why}\n");
+    }
+    s
+}
+
+fn human_topology(v: &Value) -> String {
+    let names: std::collections::HashMap<&str, String> = v["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            let id = str_of(&n["id"]);
+            let name = n["name"]
+                .as_str()
+                .map_or_else(|| id[..8.min(id.len())].to_string(), String::from);
+            (id, name)
+        })
+        .collect();
+    let mut s = format!("{:<24} {:<10} {}\n", "NODE", "MODE", "");
+    for n in v["nodes"].as_array().into_iter().flatten() {
+        s += &format!(
+            "{:<24} {:<10} {}\n",
+            names.get(str_of(&n["id"])).map_or("?", |x| x.as_str()),
+            n["mode"].as_str().unwrap_or("?"),
+            if n["self"] == true { "(this node)" } else { "" }
+        );
+    }
+    s += &format!(
+        "\n{:<24} {:<24} {:<4} {:>8} {:>6} {:>7}\n",
+        "LINK", "", "KIND", "RTT ms", "LOSS", "QUALITY"
+    );
+    for l in v["links"].as_array().into_iter().flatten() {
+        let name = |k: &str| names.get(str_of(&l[k])).cloned().unwrap_or_default();
+        s += &format!(
+            "{:<24} {:<24} {:<4} {:>8.1} {:>5.0}% {:>7.2}\n",
+            name("a"),
+            name("b"),
+            str_of(&l["kind"]),
+            l["rtt_ms"].as_f64().unwrap_or(0.0),
+            l["loss"].as_f64().unwrap_or(0.0) * 100.0,
+            l["quality"].as_f64().unwrap_or(0.0),
+        );
+    }
+    s
 }
 
 fn human_mesh(m: &Value) -> String {

@@ -372,8 +372,10 @@ async fn connect(a: SocketAddr, mark: Option<u32>) -> std::io::Result<tokio::net
         tokio::net::TcpSocket::new_v6()?
     };
     if let Some(m) = mark {
-        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::Mark, &m)
-            .map_err(std::io::Error::from)?;
+        // needs CAP_NET_ADMIN; without it failover is off too, so an
+        // unmarked probe tests the own uplink all the same
+        let _unmarked_without_cap_net_admin =
+            nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::Mark, &m);
     }
     sock.connect(a).await
 }
@@ -431,8 +433,16 @@ mod tests {
                 path: "/".into()
             }
         );
-        assert!(ProbeTarget::parse("tcp://host").unwrap_err().contains("needs a port"));
-        assert!(ProbeTarget::parse("https://h/").unwrap_err().contains("https"));
+        assert!(
+            ProbeTarget::parse("tcp://host")
+                .unwrap_err()
+                .contains("needs a port")
+        );
+        assert!(
+            ProbeTarget::parse("https://h/")
+                .unwrap_err()
+                .contains("https")
+        );
         assert!(ProbeTarget::parse("tcp://h:0").is_err());
         assert!(ProbeTarget::parse("http://h/a b").is_err());
     }
@@ -462,7 +472,10 @@ mod tests {
         for m in [Mode::Online, Mode::MeshOnly, Mode::RfOnly] {
             assert_eq!(Mode::from_u8(m.to_u8()), Some(m));
         }
-        assert_eq!(serde_json::to_string(&Mode::MeshOnly).unwrap(), "\"mesh-only\"");
+        assert_eq!(
+            serde_json::to_string(&Mode::MeshOnly).unwrap(),
+            "\"mesh-only\""
+        );
     }
 
     /// Real sockets: a listening port passes, a closed one fails, and an

@@ -16,6 +16,8 @@
 //! their origin.
 
 pub mod client;
+mod gateway;
+pub mod links;
 pub mod relay;
 pub mod replicate;
 mod task;
@@ -174,6 +176,14 @@ pub struct MeshView {
     pub relayed: Mutex<std::collections::VecDeque<String>>,
     /// Signs the requests this node relays.
     pub client: client::MeshClient,
+    /// Network mode, uplink and failover gateway.
+    pub mode: RwLock<links::ModeState>,
+    /// The mesh as LINK_STATE messages describe it.
+    pub topology: RwLock<Arc<crate::routing::Topology>>,
+    /// Routes to every reachable node, rebuilt with the topology.
+    pub routes: RwLock<Arc<crate::routing::RouteTable>>,
+    /// Next hops that failed or were slow recently.
+    pub penalties: Mutex<crate::routing::Penalties>,
     started: std::time::Instant,
 }
 

@@ -12,22 +12,25 @@ use hyper::Method;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::catalog_digest as digest;
 use super::client::MeshClient;
+use super::links::{self, ModeState, Subnets};
 use super::replicate::{fetch_on_read, should_hold};
 use super::{CMD_CAP, CatalogSummary, Cmd, Mesh, MeshView, PeerStatus};
 use crate::catalog::{Access, ContentUrl, Priority};
 use crate::config::Config;
+use crate::connectivity::{Mode, Uplink};
 use crate::discovery::bootstrap::{Discover, Register, Registry};
 use crate::discovery::mdns::{self, Mdns, MdnsConfig};
 use crate::gossip::proto::{self, Gossip, InEvent, OutEvent};
 use crate::gossip::wire::{MAX_ADDRS, MAX_DATAGRAM, PeerInfo};
 use crate::identity::Identity;
 use crate::node::NodeId;
+use crate::routing::{LinkReport, Penalties, RouteTable, Topology};
 use crate::store::now_ms as wall_ms;
 use crate::store::{MeshSave, PeerRow, PublishMeta, StoreError, StoreHandle};
 use crate::sync::catalog::{Insert, MeshCatalog};
@@ -61,9 +64,14 @@ pub struct MeshParams {
     /// The bound public HTTP listeners; gossip binds UDP on the first one's
     /// address and port.
     pub http_listen: Vec<SocketAddr>,
+    /// The uplink, from [`crate::connectivity::spawn`].
+    pub uplink: watch::Receiver<Uplink>,
     /// Stops the task.
     pub cancel: CancellationToken,
 }
+
+/// Links are re-measured and LINK_STATE refreshed at least this often.
+const LINKS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Results of the task's own background jobs.
 #[derive(Debug)]
@@ -134,6 +142,25 @@ pub async fn spawn(p: MeshParams, tasks: &TaskTracker) -> anyhow::Result<Mesh> {
         holders: Mutex::new(HashMap::new()),
         relayed: Mutex::new(Default::default()),
         client: MeshClient::new(p.identity.clone()),
+        mode: RwLock::new(ModeState {
+            mode: Mode::MeshOnly,
+            since_ms: wall_ms(),
+            changes: 0,
+            uplink: p.uplink.borrow().clone(),
+            gateway: None,
+            failover_off: (!p.cfg.connectivity.failover)
+                .then(|| "disabled in the config ([connectivity] failover = false)".to_string()),
+        }),
+        topology: RwLock::new(Arc::new(Topology::new(
+            me,
+            &HashMap::new(),
+            &HashMap::new(),
+        ))),
+        routes: RwLock::new(Arc::new(RouteTable::build(
+            me,
+            &Topology::new(me, &HashMap::new(), &HashMap::new()),
+        ))),
+        penalties: Mutex::new(Penalties::new()),
         started: Instant::now(),
     });
     let (tx, rx) = mpsc::channel(CMD_CAP);
@@ -188,6 +215,22 @@ pub async fn spawn(p: MeshParams, tasks: &TaskTracker) -> anyhow::Result<Mesh> {
         None
     };
     let state_dir = p.cfg.node.state_dir.clone();
+    let (gateway_tx, gateway_rx) = watch::channel(None);
+    let c = &p.cfg.connectivity;
+    if c.failover && !c.probes.is_empty() {
+        let fcfg = crate::failover::FailoverConfig {
+            table: c.failover_table,
+            protocol: c.route_protocol,
+            rule_priority: c.rule_priority,
+            fwmark: c.fwmark,
+        };
+        tasks.spawn(super::gateway::run(
+            fcfg,
+            gateway_rx,
+            view.clone(),
+            p.cancel.clone(),
+        ));
+    }
     let mut t = Task {
         core,
         identity: p.identity.clone(),
@@ -222,6 +265,12 @@ pub async fn spawn(p: MeshParams, tasks: &TaskTracker) -> anyhow::Result<Mesh> {
         peers_dirty: true,
         pending_announce: Vec::new(),
         announce_hold: Instant::now(),
+        uplink: p.uplink,
+        subnets: Subnets::read(),
+        own_links: Vec::new(),
+        links_sent: None,
+        mode: Mode::MeshOnly,
+        gateway_tx,
     };
     t.sync_own_all();
     tasks.spawn(saver(p.store, save_rx));
@@ -314,6 +363,14 @@ struct Task {
     /// Own record ids waiting for the announce window to close.
     pending_announce: Vec<Id>,
     announce_hold: Instant,
+    uplink: watch::Receiver<Uplink>,
+    subnets: Subnets,
+    /// Our links as last measured.
+    own_links: Vec<LinkReport>,
+    /// When we last sent LINK_STATE.
+    links_sent: Option<Instant>,
+    mode: Mode,
+    gateway_tx: watch::Sender<Option<std::net::IpAddr>>,
 }
 
 impl std::fmt::Debug for Task {
@@ -343,6 +400,10 @@ impl Task {
         let mut demand = tokio::time::interval(Duration::from_secs(5));
         let mut peers_refresh = tokio::time::interval(Duration::from_millis(200));
         let mut retry_tick = tokio::time::interval(Duration::from_millis(500));
+        let mut links_tick = tokio::time::interval(LINKS_INTERVAL);
+        let mut subnets_tick = tokio::time::interval(Duration::from_secs(60));
+        let mut uplink = self.uplink.clone();
+        self.update_mode();
         self.announce_catalog(Vec::new(), false);
         let out = self.core.handle(InEvent::Tick, self.now(), wall_ms());
         self.process(out);
@@ -393,6 +454,12 @@ impl Task {
                 _ = retry_tick.tick() => self.retry_due(),
                 _ = peers_refresh.tick() => {
                     if self.peers_dirty { self.rebuild_peers(); }
+                }
+                _ = links_tick.tick() => self.update_links(false),
+                _ = subnets_tick.tick() => self.subnets = Subnets::read(),
+                Ok(()) = uplink.changed() => {
+                    uplink.borrow_and_update();
+                    self.update_mode();
                 }
             }
         }
@@ -932,7 +999,10 @@ impl Task {
                     .map(|r| r.record.url.clone()),
             );
         }
-        let recs: Vec<Signed> = urls.iter().filter_map(|u| self.own_record(u, None)).collect();
+        let recs: Vec<Signed> = urls
+            .iter()
+            .filter_map(|u| self.own_record(u, None))
+            .collect();
         if !recs.is_empty() {
             tracing::info!(records = recs.len(), "signed records for own content");
             self.insert(recs, false);
@@ -1239,6 +1309,107 @@ impl Task {
         });
     }
 
+    /// Re-measures our links; tells the mesh when they changed (or the
+    /// refresh is due, or `force`).
+    fn update_links(&mut self, force: bool) {
+        let own = links::own_reports(&self.core.link_quality(), &self.subnets);
+        let refresh = self
+            .links_sent
+            .is_none_or(|t| t.elapsed() >= self.cfg.gossip.heartbeat_interval.0);
+        let changed = links::significant_change(&self.own_links, &own);
+        self.own_links = own;
+        if force || refresh || changed {
+            self.links_sent = Some(Instant::now());
+            let out = self.core.handle(
+                InEvent::LinkState {
+                    mode: self.mode.to_u8(),
+                    links: links::to_wire(&self.own_links),
+                },
+                self.now(),
+                wall_ms(),
+            );
+            self.process(out);
+        }
+        self.update_mode();
+    }
+
+    /// Mode from the uplink and the neighbours; the failover gateway.
+    fn update_mode(&mut self) {
+        let uplink = self.uplink.borrow().clone();
+        let neighbours: Vec<(SocketAddr, NodeId)> =
+            self.core.neighbours().map(|(a, n)| (*a, *n)).collect();
+        let mode = crate::connectivity::mode(uplink.up, neighbours.len(), 0);
+        let modes: HashMap<NodeId, Mode> = self
+            .core
+            .peers()
+            .iter()
+            .filter_map(|(id, p)| Some((*id, Mode::from_u8(p.links.as_ref()?.0)?)))
+            .collect();
+        let want_gateway = self.cfg.connectivity.failover && uplink.probed && !uplink.up;
+        let gw = want_gateway
+            .then(|| links::choose_gateway(&neighbours, &modes, &self.own_links))
+            .flatten();
+        let mut changed = false;
+        {
+            let mut m = self.view.mode.write().expect("lock");
+            m.uplink = uplink;
+            if m.mode != mode {
+                tracing::warn!(
+                    from = m.mode.name(),
+                    to = mode.name(),
+                    "network mode changed"
+                );
+                m.mode = mode;
+                m.since_ms = wall_ms();
+                m.changes += 1;
+                changed = true;
+            }
+            if m.gateway.as_ref().map(|g| g.addr) != gw.map(|(_, a)| a) {
+                m.gateway = gw.map(|(n, addr)| links::GatewayState {
+                    node_id: n.to_hex(),
+                    name: self
+                        .core
+                        .peers()
+                        .get(&n)
+                        .and_then(|p| p.info.as_ref())
+                        .map(|i| i.name.clone()),
+                    addr,
+                    installed: false,
+                });
+                self.gateway_tx.send_replace(gw.map(|(_, a)| a));
+            }
+        }
+        if changed {
+            self.mode = mode;
+            self.update_links(true);
+        }
+    }
+
+    /// The topology and route table from our links and every LINK_STATE.
+    fn rebuild_routes(&mut self) {
+        let peers: HashMap<
+            NodeId,
+            (
+                Option<String>,
+                Option<(u8, Vec<crate::gossip::wire::WireLink>)>,
+            ),
+        > = self
+            .core
+            .peers()
+            .iter()
+            .map(|(id, p)| {
+                (
+                    *id,
+                    (p.info.as_ref().map(|i| i.name.clone()), p.links.clone()),
+                )
+            })
+            .collect();
+        let topo = links::topology(self.me, &self.name, self.mode, &self.own_links, &peers);
+        let table = RouteTable::build(self.me, &topo);
+        *self.view.topology.write().expect("lock") = Arc::new(topo);
+        *self.view.routes.write().expect("lock") = Arc::new(table);
+    }
+
     fn rebuild_peers(&mut self) {
         self.peers_dirty = false;
         let now = self.now();
@@ -1289,6 +1460,7 @@ impl Task {
         *self.view.peers.write().expect("lock") = rows;
         *self.view.neighbours.write().expect("lock") =
             self.core.neighbours().map(|(a, n)| (*a, *n)).collect();
+        self.rebuild_routes();
     }
 }
 

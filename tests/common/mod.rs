@@ -23,9 +23,15 @@ pub fn test_config(dir: &Path, extra: &str) -> String {
     } else {
         "[discovery]\nmdns = false\n"
     };
+    // tests never probe the real internet
+    let connectivity = if extra.contains("[connectivity]") {
+        ""
+    } else {
+        "[connectivity]\nprobes = []\n"
+    };
     format!(
         "[node]\ncallsign = \"N0CALL\"\nlabel = \"test\"\nstate_dir = \"{state}\"\n\
-         [http]\nlisten = [\"127.0.0.1:0\"]\ncontrol_socket = \"{sock}\"\n{discovery}{extra}",
+         [http]\nlisten = [\"127.0.0.1:0\"]\ncontrol_socket = \"{sock}\"\n{discovery}{connectivity}{extra}",
         state = dir.join("state").display(),
         sock = dir.join("control.sock").display(),
     )
