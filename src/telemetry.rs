@@ -58,6 +58,12 @@ pub struct HttpCounters {
     pub content_hits: AtomicU64,
     /// Content requests that found nothing.
     pub content_misses: AtomicU64,
+    /// Content requests answered through the mesh (routed to another node).
+    pub mesh_forwarded: AtomicU64,
+    /// Routed requests from peers that this node passed on.
+    pub mesh_relayed: AtomicU64,
+    /// Routed requests refused: loop (request id seen) or hop limit.
+    pub mesh_loops_refused: AtomicU64,
 }
 
 impl HttpCounters {

@@ -163,14 +163,24 @@ async fn priorities_decide_who_holds_what() {
     assert_eq!(status(&c).await["mesh"]["records"], 3);
     // nothing copied yet (standard, personal, popular): only essential items are pushed
     assert_eq!(status(&c).await["store"]["entries"], 0);
-    // standard: cached where it is read (c pulls it through b)
+    // standard: cached where it is read, and by the relay it passed (c
+    // reaches a through b)
     let r = c.get("n0call.radio", "/standard.txt", &[]).await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "standard"));
-    assert_eq!(status(&c).await["store"]["entries"], 1);
-    // personal: never leaves its origin
+    assert_eq!(r.headers["x-meshnode-hops"], "2", "a -> b -> c");
+    wait_for("the standard copy kept on c and b", 10, || async {
+        status(&c).await["store"]["entries"] == 1 && status(&b).await["store"]["entries"] == 1
+    })
+    .await;
+    let r = c.get("n0call.radio", "/standard.txt", &[]).await;
+    assert_eq!(r.headers["x-meshnode-hops"], "0", "served from c's own store now");
+    // personal: readable through the mesh, but kept by nobody on the way
     let r = c.get("n0call.radio", "/personal.txt", &[]).await;
-    assert_eq!(r.status, 404);
+    assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "personal"));
+    assert_eq!(r.headers["x-meshnode-hops"], "2");
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(status(&c).await["store"]["entries"], 1);
+    assert_eq!(status(&b).await["store"]["entries"], 1);
     // popular: copied everywhere once the mesh has asked for it 3 times (at a)
     for _ in 0..3 {
         assert_eq!(a.get("n0call.radio", "/popular.txt", &[]).await.status, 200);

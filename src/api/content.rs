@@ -11,10 +11,16 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
+use super::pages::Listed;
 use super::{App, Body, Caller, full, html, json, pages, wants_json};
 use crate::cache::blobs::BlobError;
 use crate::catalog::{ContentUrl, UrlError};
+use crate::mesh::client::{CONTENT_HOPS, request_id};
+use crate::mesh::forward::{Flight, Flights, Forward, ForwardError, forward, own_headers};
+use crate::node::NodeId;
 use crate::store::LiveEntry;
+use crate::sync::record::Signed;
+use std::time::Duration;
 
 /// Most entries a 404 page lists (the JSON says how many exist in all).
 const NOT_FOUND_LIST_MAX: usize = 200;
@@ -100,26 +106,24 @@ pub async fn serve(
     };
     let live = match readable(app) {
         Some(l) => l,
-        None if app.mesh.fetchable(&key, |a| caller.may_read(a)) => {
-            // standard items are cached where they are read: pull it from peers now
-            app.mesh.requested(&key);
-            match app.mesh.fetch_now(&key, FETCH_WAIT).await {
-                Ok(()) => match readable(app) {
-                    Some(l) => l,
-                    None => return not_found(app, caller, req, &key),
-                },
-                Err(e) => {
-                    tracing::debug!(url = %key, error = %e, "mesh fetch failed");
-                    return plain(
-                        StatusCode::BAD_GATEWAY,
-                        &format!(
-                            "{key} is in the mesh catalog but could not be fetched from a peer: {e}\n"
-                        ),
-                    );
-                }
+        None => match app
+            .mesh
+            .winner(&key)
+            .filter(|w| w.record.access().is_some_and(|a| caller.may_read(a)))
+        {
+            Some(rec) => {
+                app.mesh.requested(&key);
+                let hop = Hop {
+                    hops_left: CONTENT_HOPS,
+                    request_id: request_id(),
+                    path: vec![app.node.node_id],
+                };
+                // a request that comes back here is a loop
+                app.mesh.view.first_relay(&hop.request_id);
+                return via_mesh(app, &key, rec, hop, req.method(), req.headers()).await;
             }
-        }
-        None => return not_found(app, caller, req, &key),
+            None => return not_found(app, caller, req, &key),
+        },
     };
     if live.fields().priority == crate::catalog::Priority::Popular {
         app.mesh.requested(&key);
@@ -134,10 +138,82 @@ pub async fn serve(
     serve_entry(app, live, req.method(), req.headers()).await
 }
 
-/// How long a reader waits for an item to arrive from the mesh.
-const FETCH_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// How long a request waits for an identical one in flight before fetching
+/// on its own.
+const FLIGHT_WAIT: Duration = Duration::from_secs(60);
 
-async fn serve_entry(
+/// Where a routed request is on its way.
+#[derive(Debug, Clone)]
+pub struct Hop {
+    /// Hops it may still take.
+    pub hops_left: u8,
+    /// Its id, the same on every hop.
+    pub request_id: String,
+    /// Nodes it passed, this one last.
+    pub path: Vec<NodeId>,
+}
+
+/// Serves `url` (not in the store; `rec` is the catalog's winner) through
+/// the mesh: collapsed with identical requests in flight, routed to the
+/// best holder, kept on the way when the policy says so.
+pub async fn via_mesh(
+    app: &App,
+    url: &str,
+    rec: Arc<Signed>,
+    hop: Hop,
+    method: &Method,
+    h: &HeaderMap,
+) -> Response<Body> {
+    let range = h
+        .get(header::RANGE)
+        .filter(|_| method == Method::GET)
+        .cloned();
+    let flight = if range.is_none() {
+        match Flights::join(&app.mesh.view, url) {
+            Flight::Leader(g) => Some(g),
+            Flight::Follower(rx) => {
+                Flight::wait(rx, FLIGHT_WAIT).await;
+                if let Some(live) = app.store.get(url).filter(|e| !e.fields().quarantined) {
+                    return serve_entry(app, live, method, h).await;
+                }
+                None // the leader kept nothing (personal, failed): fetch on our own
+            }
+        }
+    } else {
+        None
+    };
+    let f = Forward {
+        url: url.to_string(),
+        rec,
+        hops_left: hop.hops_left,
+        request_id: hop.request_id,
+        path: hop.path,
+        range,
+    };
+    match forward(&app.mesh.view, &app.store, f, flight).await {
+        Ok(mut r) => {
+            app.counters.mesh_forwarded.fetch_add(1, Ordering::Relaxed);
+            if method == Method::HEAD {
+                // the copy (if any) is still kept by the tee
+                *r.body_mut() = full("");
+            }
+            r
+        }
+        Err(e @ ForwardError::NoRoute) => plain(
+            StatusCode::NOT_FOUND,
+            &format!("{url} is in the mesh catalog, but no node holding it is reachable ({e})\n"),
+        ),
+        Err(e) => {
+            tracing::debug!(url, error = %e, "routing a content request failed");
+            plain(
+                StatusCode::BAD_GATEWAY,
+                &format!("{url} is in the mesh catalog but could not be fetched: {e}\n"),
+            )
+        }
+    }
+}
+
+pub(super) async fn serve_entry(
     app: &App,
     live: Arc<LiveEntry>,
     method: &Method,
@@ -150,6 +226,9 @@ async fn serve_entry(
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CACHE_CONTROL, "no-cache")
         .header("x-meshnode-version", f.version);
+    if let Some(h) = resp.headers_mut() {
+        own_headers(h, &app.node.name);
+    }
     if let Some(inm) = h.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
         && etag_matches(inm, &etag)
     {
@@ -240,31 +319,62 @@ pub fn not_found(
     wanted: &str,
 ) -> Response<Body> {
     app.counters.content_misses.fetch_add(1, Ordering::Relaxed);
-    let mut all: Vec<_> = app
-        .store
-        .list()
-        .into_iter()
-        .filter(|e| caller.may_read(e.fields().access) && !e.fields().quarantined)
-        .collect();
-    // the station that was asked for first
+    let mut all: Vec<Listed> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for e in app.store.list() {
+        let f = e.fields();
+        if caller.may_read(f.access) && !f.quarantined && seen.insert(f.url.clone()) {
+            all.push(Listed {
+                url: f.url.clone(),
+                size: f.size,
+                content_type: f.content_type.clone(),
+                priority: f.priority,
+                here: true,
+            });
+        }
+    }
+    {
+        let cat = app.mesh.view.catalog.read().expect("catalog lock poisoned");
+        for url in cat.urls() {
+            if seen.contains(url) {
+                continue;
+            }
+            let Some(w) = cat.resolve(url).winner else {
+                continue;
+            };
+            let Some(c) = w.record.content.as_ref() else {
+                continue;
+            };
+            if w.record.access().is_some_and(|a| caller.may_read(a)) && seen.insert(url.to_string())
+            {
+                all.push(Listed {
+                    url: url.to_string(),
+                    size: c.size,
+                    content_type: c.content_type.clone(),
+                    priority: crate::catalog::Priority::from_u8(c.priority)
+                        .unwrap_or(crate::catalog::Priority::Standard),
+                    here: false,
+                });
+            }
+        }
+    }
+    // the station that was asked for first, then this node's, then by URL
     let prefix = ContentUrl::parse(wanted)
         .ok()
         .and_then(|u| u.callsign().map(|c| format!("http://{}/", c.radio_host())));
-    all.sort_by_key(|e| {
-        prefix
-            .as_ref()
-            .is_none_or(|p| !e.fields().url.starts_with(p))
+    all.sort_by(|a, b| {
+        let key = |e: &Listed| {
+            (
+                prefix.as_ref().is_none_or(|p| !e.url.starts_with(p)),
+                !e.here,
+            )
+        };
+        key(a).cmp(&key(b)).then_with(|| a.url.cmp(&b.url))
     });
     let total = all.len();
-    let shown: Vec<_> = all.into_iter().take(NOT_FOUND_LIST_MAX).collect();
+    let shown: Vec<Listed> = all.into_iter().take(NOT_FOUND_LIST_MAX).collect();
     let mut r = if wants_json(req) {
-        let list: Vec<_> = shown
-            .iter()
-            .map(|e| {
-                let f = e.fields();
-                serde_json::json!({ "url": f.url, "size": f.size, "content_type": f.content_type, "priority": f.priority })
-            })
-            .collect();
+        let list = &shown;
         json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({ "error": format!("not found: {wanted}"), "url": wanted, "total": total, "available": list }),

@@ -8,11 +8,9 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::{ApiError, App, Body, Caller, json, param, query};
 use crate::cache::blobs::Ingested;
+use crate::cache::sink::BlobSink;
 use crate::catalog::{self, Access, ContentUrl, Priority};
 use crate::store::PublishMeta;
-
-/// Upload chunks buffered between the socket and the blob writer thread.
-const INGEST_QUEUE: usize = 8;
 
 /// Is this a control-only endpoint? (Everything else falls through to the
 /// read-only routes the public port has too.)
@@ -183,50 +181,23 @@ async fn ingest(app: &App, req: Request<Incoming>) -> Result<Ingested, ApiError>
     {
         return Err(too_big(n));
     }
-    let writer = app.store.blobs().begin().map_err(io_err)?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(INGEST_QUEUE);
-    let task = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-        let mut w = writer;
-        while let Some(chunk) = rx.blocking_recv() {
-            w.write(&chunk)?;
-        }
-        Ok(w)
-    });
+    let mut sink = BlobSink::begin(app.store.blobs()).map_err(io_err)?;
     let mut body = req.into_body();
-    let mut total = 0u64;
-    let mut failure = None;
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(f) => {
                 if let Ok(data) = f.into_data() {
-                    total += data.len() as u64;
-                    if total > limit {
-                        failure = Some(too_big(total));
-                        break;
+                    if sink.size() + data.len() as u64 > limit {
+                        // dropping the sink removes the partial file
+                        return Err(too_big(sink.size() + data.len() as u64));
                     }
-                    if tx.send(data).await.is_err() {
-                        break; // writer failed; its error is reported below
-                    }
+                    sink.write(data).await.map_err(io_err)?;
                 }
             }
-            Err(e) => {
-                failure = Some(ApiError::bad_request(format!("upload interrupted: {e}")));
-                break;
-            }
+            Err(e) => return Err(ApiError::bad_request(format!("upload interrupted: {e}"))),
         }
     }
-    drop(tx);
-    let writer = task
-        .await
-        .map_err(|e| io_err(std::io::Error::other(e)))?
-        .map_err(io_err)?;
-    if let Some(f) = failure {
-        return Err(f); // dropping the writer removes the partial file
-    }
-    tokio::task::spawn_blocking(move || writer.finish())
-        .await
-        .map_err(|e| io_err(std::io::Error::other(e)))?
-        .map_err(io_err)
+    sink.finish().await.map_err(io_err)
 }
 
 async fn drain(mut body: Incoming, limit: u64) {

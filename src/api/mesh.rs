@@ -13,11 +13,12 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::{ApiError, App, Body, full, json};
 use crate::cache::blobs::{self, CHUNK_SIZE};
-use crate::catalog::ContentHash;
+use crate::catalog::{Access, ContentHash, ContentUrl};
 use crate::discovery::bootstrap::{Discover, PeerEntry, Register, RegisterError};
 use crate::mesh::client::verify_request;
 use crate::node::NodeId;
 use crate::sync::{recon, record, transfer};
+use hyper::HeaderMap;
 
 /// Largest request body (a reconciliation message or a batch of records).
 const MAX_BODY: usize = 4 << 20;
@@ -92,6 +93,7 @@ pub async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body
                 &serde_json::json!({ "accepted": accepted, "rejected": bad }),
             ))
         }
+        (Method::GET, "/mesh/v1/content") => Ok(content(app, &pq, caller, &headers).await),
         (Method::GET, p) if p.starts_with("/mesh/v1/blobs/") => {
             blob(app, &p[15..], &caller, &headers).await
         }
@@ -273,4 +275,74 @@ fn binary(b: impl Into<Bytes>) -> Response<Body> {
         .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
         .body(full(b))
         .expect("static headers are valid")
+}
+
+/// `GET /mesh/v1/content?url=`: a routed content request. Served from the
+/// store when this node holds it; otherwise passed on towards a holder,
+/// unless its request id passed here before (508, a loop) or its hop budget
+/// is spent (508).
+async fn content(app: &App, pq: &str, caller: NodeId, h: &HeaderMap) -> Response<Body> {
+    use crate::mesh::client::{HOPS_HEADER, PATH_HEADER, REQUEST_ID_HEADER};
+    let refuse = |status: StatusCode, msg: String| {
+        super::respond(status, "text/plain; charset=utf-8", msg + "\n")
+    };
+    let q: Vec<(String, String)> =
+        form_urlencoded::parse(pq.split_once('?').map_or("", |(_, q)| q).as_bytes())
+            .into_owned()
+            .collect();
+    let Some(url) = super::param(&q, "url").and_then(|u| ContentUrl::parse(u).ok()) else {
+        return refuse(StatusCode::BAD_REQUEST, "missing or bad ?url=".into());
+    };
+    let url = url.to_string();
+    let header = |k: &str| h.get(k).and_then(|v| v.to_str().ok());
+    // mesh callers read public and community content, never private
+    if let Some(live) = app
+        .store
+        .get(&url)
+        .filter(|e| e.fields().access != Access::Private && !e.fields().quarantined)
+    {
+        return super::content::serve_entry(app, live, &Method::GET, h).await;
+    }
+    let Some(rec) = app.mesh.winner(&url) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            format!("{url} is not in this node's catalog"),
+        );
+    };
+    let Some(rid) = header(REQUEST_ID_HEADER).filter(|r| !r.is_empty() && r.len() <= 64) else {
+        return refuse(StatusCode::BAD_REQUEST, "missing mesh-request-id".into());
+    };
+    let hops: u8 = header(HOPS_HEADER)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let counters = &app.counters;
+    if hops == 0 {
+        counters.mesh_loops_refused.fetch_add(1, Ordering::Relaxed);
+        return refuse(
+            StatusCode::LOOP_DETECTED,
+            format!("hop limit reached for {url}"),
+        );
+    }
+    if !app.mesh.view.first_relay(rid) {
+        counters.mesh_loops_refused.fetch_add(1, Ordering::Relaxed);
+        return refuse(
+            StatusCode::LOOP_DETECTED,
+            format!("request {rid} passed this node before (a routing loop)"),
+        );
+    }
+    let mut path: Vec<NodeId> = header(PATH_HEADER)
+        .unwrap_or("")
+        .split(',')
+        .filter_map(NodeId::from_hex)
+        .take(crate::mesh::client::CONTENT_HOPS as usize * 2)
+        .collect();
+    path.push(caller);
+    path.push(app.node.node_id);
+    counters.mesh_relayed.fetch_add(1, Ordering::Relaxed);
+    let hop = super::content::Hop {
+        hops_left: hops.min(crate::mesh::client::CONTENT_HOPS),
+        request_id: rid.to_string(),
+        path,
+    };
+    super::content::via_mesh(app, &url, rec, hop, &Method::GET, h).await
 }

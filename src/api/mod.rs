@@ -403,6 +403,30 @@ impl App {
             "Content requests for URLs not in the catalog.",
             &[(String::new(), c.content_misses.load(Ordering::Relaxed))],
         );
+        for (name, help, v) in [
+            (
+                "meshnode_content_via_mesh_total",
+                "Content requests answered through the mesh (routed to another node).",
+                &c.mesh_forwarded,
+            ),
+            (
+                "meshnode_content_relayed_total",
+                "Routed content requests from peers that this node passed on.",
+                &c.mesh_relayed,
+            ),
+            (
+                "meshnode_content_loops_refused_total",
+                "Routed content requests refused: request id seen before, or hop limit reached.",
+                &c.mesh_loops_refused,
+            ),
+        ] {
+            metric(
+                name,
+                "counter",
+                help,
+                &[(String::new(), v.load(Ordering::Relaxed))],
+            );
+        }
         metric(
             "meshnode_integrity_failures_total",
             "counter",

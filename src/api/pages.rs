@@ -2,10 +2,8 @@
 //! no external assets: it must work offline and on a phone.
 
 use std::fmt::Write;
-use std::sync::Arc;
 
 use super::App;
-use crate::store::LiveEntry;
 
 const HEAD: &str = "<!doctype html><html lang=en><head><meta charset=utf-8>\
 <meta name=viewport content=\"width=device-width,initial-scale=1\">\
@@ -34,34 +32,45 @@ fn local_href(url: &str) -> String {
     url.strip_prefix("http:/").unwrap_or(url).to_string()
 }
 
-fn table(out: &mut String, entries: &[Arc<LiveEntry>]) {
-    out.push_str("<table><tr><th>URL<th>size<th>type<th>priority</tr>");
-    for e in entries {
-        let f = e.fields();
-        let _ = write!(
-            out,
-            "<tr><td><a href=\"{}\">{}</a><td class=n>{}<td>{}<td>{}</tr>",
-            escape(&local_href(&f.url)),
-            escape(&f.url),
-            f.size,
-            escape(&f.content_type),
-            f.priority.name()
-        );
-    }
-    out.push_str("</table>");
+/// One row of a 404's list: something the mesh has.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listed {
+    /// Catalog URL.
+    pub url: String,
+    /// Bytes.
+    pub size: u64,
+    /// MIME type.
+    pub content_type: String,
+    /// Replication priority.
+    pub priority: crate::catalog::Priority,
+    /// Held by this node (else fetched from the mesh on request).
+    pub here: bool,
 }
 
-/// 404 with the list of what exists.
-pub fn not_found(app: &App, wanted: &str, shown: &[Arc<LiveEntry>], total: usize) -> String {
+/// 404 with the list of what exists in the mesh.
+pub fn not_found(app: &App, wanted: &str, shown: &[Listed], total: usize) -> String {
     let mut out = String::from(HEAD);
     let _ = write!(
         out,
-        "<title>Not found</title></head><body><h1>Not found</h1><p><code>{}</code> is not on this mesh node ({}).</p>\
-         <h2>Available content ({total})</h2>",
+        "<title>Not found</title></head><body><h1>Not found</h1><p><code>{}</code> is not in the mesh (asked at {}).</p>\
+         <h2>Available in the mesh ({total})</h2>",
         escape(wanted),
         escape(&app.node.name)
     );
-    table(&mut out, shown);
+    out.push_str("<table><tr><th>URL<th>size<th>type<th>priority<th>where</tr>");
+    for e in shown {
+        let _ = write!(
+            out,
+            "<tr><td><a href=\"{}\">{}</a><td class=n>{}<td>{}<td>{}<td>{}</tr>",
+            escape(&local_href(&e.url)),
+            escape(&e.url),
+            e.size,
+            escape(&e.content_type),
+            e.priority.name(),
+            if e.here { "this node" } else { "mesh" }
+        );
+    }
+    out.push_str("</table>");
     if total > shown.len() {
         let _ = write!(
             out,

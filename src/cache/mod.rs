@@ -10,6 +10,7 @@
 pub mod blobs;
 pub mod memory;
 pub mod policy;
+pub mod sink;
 
 use std::io;
 use std::sync::Arc;

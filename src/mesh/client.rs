@@ -36,6 +36,17 @@ pub const HOPS_HEADER: &str = "mesh-hops";
 pub const REQUEST_ID_HEADER: &str = "mesh-request-id";
 /// Hops a blob request may be relayed when the asked node lacks the blob.
 pub const RELAY_HOPS: u8 = 4;
+/// Content requests: the nodes a forwarded request passed (hex ids, comma
+/// separated); a node never forwards to one of them.
+pub const PATH_HEADER: &str = "mesh-path";
+/// Responses: node-to-node hops the content travelled to get here (0 when
+/// the answering node held it).
+pub const HOPS_TAKEN_HEADER: &str = "x-meshnode-hops";
+/// Responses: the node that held the content.
+pub const SERVED_BY_HEADER: &str = "x-meshnode-served-by";
+/// Hops a routed content request may take (a community mesh's diameter,
+/// with margin).
+pub const CONTENT_HOPS: u8 = 8;
 
 /// A fresh request id.
 pub fn request_id() -> String {
@@ -179,6 +190,45 @@ impl MeshClient {
             .map_err(|e| ClientError::Http(to, e.to_string()))?
             .to_bytes();
         Ok((status, body))
+    }
+
+    /// Sends a signed `GET` and returns the response as soon as its head
+    /// arrives; the body streams (no size limit, no body timeout: the caller
+    /// passes it on as it comes).
+    pub async fn stream(
+        &self,
+        to: SocketAddr,
+        path: &str,
+        headers: &[(&'static str, String)],
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(to))
+            .await
+            .map_err(|_| ClientError::Timeout(to))?
+            .map_err(|e| ClientError::Io(to, e))?;
+        let _nodelay_is_an_optimisation = stream.set_nodelay(true);
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Http(to, e.to_string()))?;
+        tokio::spawn(async move {
+            let _closed = conn.await;
+        });
+        let sig = self.id.sign(&signed_bytes("GET", path, b""));
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(hyper::header::HOST, to.to_string())
+            .header(NODE_HEADER, self.id.node_id().to_hex())
+            .header(SIG_HEADER, hex::encode(sig));
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Http(to, e.to_string()))?;
+        tokio::time::timeout(self.timeout, send.send_request(req))
+            .await
+            .map_err(|_| ClientError::Timeout(to))?
+            .map_err(|e| ClientError::Http(to, e.to_string()))
     }
 
     /// Like [`MeshClient::request`] but only a 200 counts.

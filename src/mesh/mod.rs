@@ -16,6 +16,7 @@
 //! their origin.
 
 pub mod client;
+pub mod forward;
 mod gateway;
 pub mod links;
 pub mod relay;
@@ -184,6 +185,8 @@ pub struct MeshView {
     pub routes: RwLock<Arc<crate::routing::RouteTable>>,
     /// Next hops that failed or were slow recently.
     pub penalties: Mutex<crate::routing::Penalties>,
+    /// Content requests in flight (collapsing identical ones).
+    pub flights: forward::Flights,
     started: std::time::Instant,
 }
 
@@ -261,6 +264,14 @@ impl Mesh {
         cat.resolve(url).winner.is_some_and(|w| {
             w.record.access().is_some_and(&may_read) && replicate::fetch_on_read(&w.record)
         })
+    }
+
+    /// The catalog's winning record for `url`, if it has content.
+    pub fn winner(&self, url: &str) -> Option<Arc<Signed>> {
+        let cat = self.view.catalog.read().expect("catalog lock poisoned");
+        cat.resolve(url)
+            .winner
+            .filter(|w| w.record.content.is_some())
     }
 
     /// The highest version the mesh knows for `url`.

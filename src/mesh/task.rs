@@ -161,6 +161,7 @@ pub async fn spawn(p: MeshParams, tasks: &TaskTracker) -> anyhow::Result<Mesh> {
             &Topology::new(me, &HashMap::new(), &HashMap::new()),
         ))),
         penalties: Mutex::new(Penalties::new()),
+        flights: Default::default(),
         started: Instant::now(),
     });
     let (tx, rx) = mpsc::channel(CMD_CAP);
@@ -1458,8 +1459,13 @@ impl Task {
             .collect();
         rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.node_id.cmp(&b.node_id)));
         *self.view.peers.write().expect("lock") = rows;
-        *self.view.neighbours.write().expect("lock") =
-            self.core.neighbours().map(|(a, n)| (*a, *n)).collect();
+        let ns: Vec<(SocketAddr, NodeId)> = self.core.neighbours().map(|(a, n)| (*a, *n)).collect();
+        let changed = *self.view.neighbours.read().expect("lock") != ns;
+        *self.view.neighbours.write().expect("lock") = ns;
+        if changed {
+            // a link came or went: tell the mesh now, not at the next tick
+            self.update_links(true);
+        }
         self.rebuild_routes();
     }
 }
