@@ -151,6 +151,7 @@ impl Daemon {
         )
         .await?;
         let app = Arc::new(App {
+            proxy: cfg.proxy.clone(),
             node: NodeInfo {
                 name: cfg.node_name(),
                 callsign: cfg.node.callsign.clone(),

@@ -37,6 +37,7 @@ pub mod gossip;
 pub mod identity;
 pub mod mesh;
 pub mod node;
+pub mod proxy;
 pub mod routing;
 pub mod store;
 pub mod sync;

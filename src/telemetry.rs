@@ -64,6 +64,8 @@ pub struct HttpCounters {
     pub mesh_relayed: AtomicU64,
     /// Routed requests refused: loop (request id seen) or hop limit.
     pub mesh_loops_refused: AtomicU64,
+    /// Requests this node sent to origin servers on the internet (proxy).
+    pub origin_fetches: AtomicU64,
 }
 
 impl HttpCounters {

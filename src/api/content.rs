@@ -184,7 +184,8 @@ pub async fn via_mesh(
     };
     let f = Forward {
         url: url.to_string(),
-        rec,
+        rec: Some(rec),
+        to: None,
         hops_left: hop.hops_left,
         request_id: hop.request_id,
         path: hop.path,

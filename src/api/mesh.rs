@@ -93,7 +93,9 @@ pub async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body
                 &serde_json::json!({ "accepted": accepted, "rejected": bad }),
             ))
         }
-        (Method::GET, "/mesh/v1/content") => Ok(content(app, &pq, caller, &headers).await),
+        (Method::GET, "/mesh/v1/content" | "/mesh/v1/fetch") => {
+            Ok(content(app, &pq, caller, &headers).await)
+        }
         (Method::GET, p) if p.starts_with("/mesh/v1/blobs/") => {
             blob(app, &p[15..], &caller, &headers).await
         }
@@ -293,6 +295,11 @@ async fn content(app: &App, pq: &str, caller: NodeId, h: &HeaderMap) -> Response
     let Some(url) = super::param(&q, "url").and_then(|u| ContentUrl::parse(u).ok()) else {
         return refuse(StatusCode::BAD_REQUEST, "missing or bad ?url=".into());
     };
+    let to = super::param(&q, "to").and_then(NodeId::from_hex);
+    if to == Some(app.node.node_id) {
+        // this node was chosen to fetch it from the internet
+        return super::proxy::fetch_here(app, &url, &Method::GET, h).await;
+    }
     let url = url.to_string();
     let header = |k: &str| h.get(k).and_then(|v| v.to_str().ok());
     // mesh callers read public and community content, never private
@@ -303,12 +310,13 @@ async fn content(app: &App, pq: &str, caller: NodeId, h: &HeaderMap) -> Response
     {
         return super::content::serve_entry(app, live, &Method::GET, h).await;
     }
-    let Some(rec) = app.mesh.winner(&url) else {
+    let rec = app.mesh.winner(&url);
+    if rec.is_none() && to.is_none() {
         return refuse(
             StatusCode::NOT_FOUND,
             format!("{url} is not in this node's catalog"),
         );
-    };
+    }
     let Some(rid) = header(REQUEST_ID_HEADER).filter(|r| !r.is_empty() && r.len() <= 64) else {
         return refuse(StatusCode::BAD_REQUEST, "missing mesh-request-id".into());
     };
@@ -344,5 +352,12 @@ async fn content(app: &App, pq: &str, caller: NodeId, h: &HeaderMap) -> Response
         request_id: rid.to_string(),
         path,
     };
-    super::content::via_mesh(app, &url, rec, hop, &Method::GET, h).await
+    match (to, rec) {
+        (Some(at), _) => super::proxy::fetch_at(app, &url, at, hop).await,
+        (None, Some(rec)) => super::content::via_mesh(app, &url, rec, hop, &Method::GET, h).await,
+        (None, None) => refuse(
+            StatusCode::NOT_FOUND,
+            format!("{url} is not in this node's catalog"),
+        ),
+    }
 }

@@ -13,6 +13,7 @@ mod content;
 mod control;
 mod mesh;
 mod pages;
+mod proxy;
 pub mod server;
 
 use std::convert::Infallible;
@@ -112,6 +113,8 @@ pub struct App {
     pub listen: Vec<SocketAddr>,
     /// The mesh task (peers, mesh catalog, replication).
     pub mesh: crate::mesh::Mesh,
+    /// `[proxy]` settings.
+    pub proxy: crate::config::ProxyConfig,
 }
 
 /// An error as the API reports it: a status and a message that is safe to show.
@@ -201,6 +204,9 @@ impl App {
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
         });
+        if proxy::is_proxy_request(&req) {
+            return Ok(proxy::serve(self, caller, req).await);
+        }
         if !req.uri().path().starts_with('/') {
             // authority-form (CONNECT host:port) or asterisk-form: nothing to serve
             return Err(ApiError::bad_request("request target must be a path"));
@@ -413,6 +419,11 @@ impl App {
                 "meshnode_content_relayed_total",
                 "Routed content requests from peers that this node passed on.",
                 &c.mesh_relayed,
+            ),
+            (
+                "meshnode_proxy_origin_fetches_total",
+                "Requests this node sent to origin servers for the mesh (forward proxy).",
+                &c.origin_fetches,
             ),
             (
                 "meshnode_content_loops_refused_total",

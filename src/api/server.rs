@@ -50,7 +50,10 @@ pub async fn serve_tcp(
     cancel: CancellationToken,
     grace: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
+    // connections are upgradeable (the proxy's CONNECT), which hyper-util's
+    // GracefulShutdown does not watch: each connection task watches `cancel`
+    // itself and the tracker waits for them
+    let conns = tokio_util::task::TaskTracker::new();
     let http = builder();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -66,9 +69,18 @@ pub async fn serve_tcp(
                     let app = app.clone();
                     let caller = Caller::Public(peer.ip());
                     let svc = service_fn(move |req| app.clone().handle(caller, req));
-                    let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
+                    let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+                    let stop = cancel.clone();
+                    conns.spawn(async move {
+                        let mut conn = std::pin::pin!(conn);
+                        let r = tokio::select! {
+                            r = conn.as_mut() => r,
+                            _ = stop.cancelled() => {
+                                conn.as_mut().graceful_shutdown();
+                                conn.await
+                            }
+                        };
+                        if let Err(e) = r {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
                         }
                         drop(permit);
@@ -78,7 +90,10 @@ pub async fn serve_tcp(
             }
         }
     }
-    drain(graceful, grace).await;
+    conns.close();
+    if tokio::time::timeout(grace, conns.wait()).await.is_err() {
+        tracing::warn!("open connections did not finish within the grace period");
+    }
 }
 
 /// Serves the control socket until `cancel`.

@@ -66,8 +66,11 @@ const PASSED_ON: [header::HeaderName; 5] = [
 pub struct Forward {
     /// The catalog URL.
     pub url: String,
-    /// The catalog's winning record for it.
-    pub rec: Arc<Signed>,
+    /// The catalog's winning record for it; `None` for a request to fetch
+    /// external content at [`Forward::to`].
+    pub rec: Option<Arc<Signed>>,
+    /// Route to this node rather than to a holder of `rec`.
+    pub to: Option<NodeId>,
     /// Hops this request may still take.
     pub hops_left: u8,
     /// Same on every hop.
@@ -98,7 +101,11 @@ pub async fn forward(
     f: Forward,
     flight: Option<FlightGuard>,
 ) -> Result<Response<Body>, ForwardError> {
-    let holders = holders(view, &f.rec);
+    let holders = match (&f.to, &f.rec) {
+        (Some(t), _) => vec![*t],
+        (None, Some(rec)) => holders(view, rec),
+        (None, None) => return Err(ForwardError::NoRoute),
+    };
     let mut exclude = f.path.clone();
     let mut last = ForwardError::NoRoute;
     for _ in 0..ATTEMPTS {
@@ -115,7 +122,7 @@ pub async fn forward(
             Some(c) => c,
             None => match nearest_neighbour(view, &exclude) {
                 Some(n) => crate::routing::Choice {
-                    holder: f.rec.record.origin,
+                    holder: holders[0],
                     next_hop: n,
                     cost: crate::routing::Cost::ZERO,
                 },
@@ -145,13 +152,22 @@ pub async fn forward(
         if let Some(r) = f.range.as_ref().and_then(|r| r.to_str().ok()) {
             headers.push(("range", r.to_string()));
         }
-        let q = form_urlencoded::Serializer::new(String::new())
-            .append_pair("url", &f.url)
-            .finish();
+        let (endpoint, q) = {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            q.append_pair("url", &f.url);
+            let endpoint = match &f.to {
+                Some(to) => {
+                    q.append_pair("to", &to.to_hex());
+                    "/mesh/v1/fetch"
+                }
+                None => "/mesh/v1/content",
+            };
+            (endpoint, q.finish())
+        };
         let started = Instant::now();
         let r = view
             .client
-            .stream(addr, &format!("/mesh/v1/content?{q}"), &headers)
+            .stream(addr, &format!("{endpoint}?{q}"), &headers)
             .await;
         let took_ms = started.elapsed().as_secs_f64() * 1e3;
         match r {
@@ -161,13 +177,13 @@ pub async fn forward(
                 pen.record_latency(choice.next_hop, took_ms, choice.cost.metric_ms, now);
                 pen.record_success(choice.next_hop, now);
                 drop(pen);
-                let keep = f.range.is_none()
-                    && resp.status() == StatusCode::OK
-                    && keeps(&f.rec, &view.node);
+                let keep = f.rec.clone().filter(|rec| {
+                    f.range.is_none() && resp.status() == StatusCode::OK && keeps(rec, &view.node)
+                });
                 return Ok(pass_on(
                     resp,
                     store,
-                    keep.then(|| (f.url.clone(), f.rec.clone())),
+                    keep.map(|rec| (f.url.clone(), rec)),
                     flight,
                 ));
             }
