@@ -173,7 +173,10 @@ async fn priorities_decide_who_holds_what() {
     })
     .await;
     let r = c.get("n0call.radio", "/standard.txt", &[]).await;
-    assert_eq!(r.headers["x-meshnode-hops"], "0", "served from c's own store now");
+    assert_eq!(
+        r.headers["x-meshnode-hops"], "0",
+        "served from c's own store now"
+    );
     // personal: readable through the mesh, but kept by nobody on the way
     let r = c.get("n0call.radio", "/personal.txt", &[]).await;
     assert_eq!((r.status.as_u16(), r.text().as_str()), (200, "personal"));
@@ -339,4 +342,192 @@ async fn a_node_that_cannot_fit_an_essential_item_says_so() {
     let s = status(&small).await;
     assert_eq!(s["store"]["entries"], 0);
     assert!(s["store"]["used_bytes"].as_u64().unwrap() <= 100_000);
+}
+
+/// A plain-HTTP "internet" server on loopback that counts requests per path.
+/// `/slow/...` answers after 300 ms (so concurrent requests overlap).
+async fn origin() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let counts = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+    let c = counts.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let head = String::from_utf8_lossy(&got).to_string();
+                let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                *c.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
+                if path.starts_with("/slow/") {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                let body = format!("origin body of {path}");
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: max-age=600\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, counts)
+}
+
+/// Sends `GET <url>` in absolute form (as a browser configured with a proxy does).
+async fn via_proxy(node: &TestNode, url: &str) -> (u16, hyper::HeaderMap, String) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(url)
+        .header("host", url.split('/').nth(2).unwrap())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_proxy_fetches_external_content_once_for_the_whole_mesh() {
+    let (srv, counts) = origin().await;
+    // the origin is "the internet": probing it tells the nodes they are online
+    let online = format!(
+        "[connectivity]\nprobes = [\"tcp://{srv}\"]\ninterval = \"1s\"\nfailover = false\n"
+    );
+    let a = TestNode::start(&(mesh_cfg("", "") + &online)).await;
+    let b = TestNode::start(&(mesh_cfg(&format!("static_peers = [\"{}\"]", a.addr), "") + &online))
+        .await;
+    let c = TestNode::start(&(mesh_cfg(&format!("static_peers = [\"{}\"]", b.addr), "") + &online))
+        .await;
+    for n in [&a, &b, &c] {
+        wait_for("online and meshed", 15, || async {
+            let s = status(n).await;
+            s["mode"] == "online" && s["mesh"]["neighbours"].as_u64() >= Some(1)
+        })
+        .await;
+    }
+    wait_for("every node sees two online peers", 15, || async {
+        let t = a.ctl.get("/api/v1/topology").await.unwrap();
+        t["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["mode"] == "online")
+            .count()
+            == 3
+    })
+    .await;
+    let url = format!("http://{srv}/page.html");
+    let (st, h, body) = via_proxy(&c, &url).await;
+    assert_eq!((st, body.as_str()), (200, "origin body of /page.html"));
+    assert_eq!(h["x-meshnode-cache"], "MISS");
+    assert_eq!(counts.lock().unwrap()["/page.html"], 1);
+    // it enters the catalog everywhere; every node then serves it from the mesh
+    for n in [&a, &b, &c] {
+        wait_for("the fetched page in every catalog", 10, || async {
+            status(n).await["mesh"]["records"] == 1
+        })
+        .await;
+    }
+    for n in [&a, &b, &c, &a, &b, &c] {
+        let (st, h, body) = via_proxy(n, &url).await;
+        assert_eq!((st, body.as_str()), (200, "origin body of /page.html"));
+        assert_eq!(h["x-meshnode-cache"], "HIT");
+    }
+    assert_eq!(
+        counts.lock().unwrap()["/page.html"],
+        1,
+        "one origin request for the whole mesh"
+    );
+    // 20 concurrent requests for a new URL, spread over the three nodes: one origin request
+    let slow = format!("http://{srv}/slow/new.html");
+    let mut set = tokio::task::JoinSet::new();
+    let nodes = [a.addr, b.addr, c.addr];
+    for i in 0..20 {
+        let (addr, slow) = (nodes[i % 3], slow.clone());
+        set.spawn(async move {
+            let n = ProxyTarget(addr);
+            n.get(&slow).await
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        let (st, body) = r.unwrap();
+        assert_eq!((st, body.as_str()), (200, "origin body of /slow/new.html"));
+    }
+    assert_eq!(
+        counts.lock().unwrap()["/slow/new.html"],
+        1,
+        "20 concurrent requests, one fetch"
+    );
+    // https is tunnelled untouched: CONNECT to the origin's port echoes our bytes to it
+    let r = proxy_connect(c.addr, srv).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+}
+
+/// A proxy client by address (for spawned tasks).
+struct ProxyTarget(std::net::SocketAddr);
+
+impl ProxyTarget {
+    async fn get(&self, url: &str) -> (u16, String) {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::TcpStream::connect(self.0).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::get(url)
+            .header("host", url.split('/').nth(2).unwrap())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let st = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (st, String::from_utf8_lossy(&body).to_string())
+    }
+}
+
+/// `CONNECT target` through the proxy, then an HTTP request inside the
+/// tunnel; returns what came back through it.
+async fn proxy_connect(proxy: std::net::SocketAddr, target: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    s.write_all(b"GET /tunnelled HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    let inner = String::from_utf8_lossy(&rest).to_string();
+    assert!(inner.contains("origin body of /tunnelled"), "{inner}");
+    head
 }

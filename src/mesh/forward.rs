@@ -266,7 +266,15 @@ fn pass_on(
             out = out.header(h, v);
         }
     }
-    for h in ["x-meshnode-version", SERVED_BY_HEADER] {
+    for h in [
+        "x-meshnode-version",
+        "x-meshnode-cache",
+        "last-modified",
+        "cache-control",
+        "expires",
+        "content-encoding",
+        SERVED_BY_HEADER,
+    ] {
         if let Some(v) = parts.headers.get(h) {
             out = out.header(h, v);
         }

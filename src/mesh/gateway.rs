@@ -12,6 +12,9 @@ use tokio_util::sync::CancellationToken;
 use super::MeshView;
 use crate::failover::{Failover, FailoverConfig};
 
+/// An installed gateway route is checked (and restored) this often.
+const REAPPLY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs until `cancel`; `want` is the gateway the mesh task chose.
 pub async fn run(
     cfg: FailoverConfig,
@@ -27,6 +30,7 @@ pub async fn run(
             return;
         }
     };
+    let mut applied: Option<IpAddr> = None;
     loop {
         let gw = *want.borrow_and_update();
         let r = fo.set_gateway(gw).await;
@@ -45,9 +49,12 @@ pub async fn run(
                 tracing::error!(error = %e, "failover: could not change the gateway route")
             }
         }
+        // re-applied now and then too: the kernel drops the route when the
+        // gateway's interface goes down, and nothing else would put it back
         tokio::select! {
             _ = cancel.cancelled() => break,
             r = want.changed() => if r.is_err() { break },
+            _ = tokio::time::sleep(REAPPLY), if gw.is_some() => {}
         }
     }
     match fo.stop().await {
