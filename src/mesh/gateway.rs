@@ -40,15 +40,20 @@ pub async fn run(
                 g.installed = r.is_ok();
             }
         }
+        let changed = gw != applied;
         match (r, gw) {
-            (Ok(()), Some(g)) => {
+            (Ok(()), Some(g)) if changed => {
                 tracing::warn!(gateway = %g, "failover: default route via a mesh gateway installed")
             }
-            (Ok(()), None) => tracing::info!("failover: no gateway route"),
+            (Ok(()), None) if changed => {
+                tracing::info!("failover: the uplink is back; gateway route removed")
+            }
+            (Ok(()), _) => {}
             (Err(e), _) => {
                 tracing::error!(error = %e, "failover: could not change the gateway route")
             }
         }
+        applied = gw;
         // re-applied now and then too: the kernel drops the route when the
         // gateway's interface goes down, and nothing else would put it back
         tokio::select! {
