@@ -20,10 +20,14 @@
 //! | [`gossip`] | signed datagrams, the membership/dissemination core (pure), its simulator | — |
 //! | [`sync`] | signed catalog records, the conflict rule, set reconciliation (pure), chunk transfer | — |
 //! | [`discovery`] | mDNS announce/browse, the bootstrap registry | mdns-sd's thread |
-//! | [`mesh`] | gossip core, mesh catalog, peer book, replication queue: their I/O | the `mesh` task |
+//! | [`mesh`] | gossip core, mesh catalog, peer book, replication queue, link state, routed requests: their I/O | the `mesh` task; one task per forwarded response |
+//! | [`routing`] | topology from link reports, route table, next-hop penalties: pure | — (in the mesh task) |
+//! | [`connectivity`] | uplink probes, the online / mesh-only / rf-only mode | the probe task |
+//! | [`failover`] | the failover default route and policy rules over rtnetlink | the gateway task (in [`mesh`]) |
+//! | [`proxy`] | cooperative fetching: who fetches, what is cacheable and fresh: pure | — (the [`api`] facade does the I/O) |
 //!
-//! Later subsystems (routing, radio, connectivity, shaping, analytics, dbus)
-//! slot in as siblings following shared/DESIGN.md.
+//! Later subsystems (radio, shaping, analytics, dbus) slot in as siblings
+//! following shared/DESIGN.md.
 
 pub mod api;
 pub mod cache;

@@ -458,11 +458,21 @@ async fn the_proxy_fetches_external_content_once_for_the_whole_mesh() {
         assert_eq!((st, body.as_str()), (200, "origin body of /page.html"));
         assert_eq!(h["x-meshnode-cache"], "HIT");
     }
+    // `meshctl fetch URL` (the control socket) reads it the same way
+    let mut out = Vec::new();
+    b.ctl.fetch(&url, &mut out).await.unwrap();
+    assert_eq!(out, b"origin body of /page.html");
     assert_eq!(
         counts.lock().unwrap()["/page.html"],
         1,
         "one origin request for the whole mesh"
     );
+    let mut out = Vec::new();
+    a.ctl
+        .fetch(&format!("http://{srv}/by-meshctl.txt"), &mut out)
+        .await
+        .unwrap();
+    assert_eq!(out, b"origin body of /by-meshctl.txt");
     // 20 concurrent requests for a new URL, spread over the three nodes: one origin request
     let slow = format!("http://{srv}/slow/new.html");
     let mut set = tokio::task::JoinSet::new();

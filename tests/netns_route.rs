@@ -60,7 +60,8 @@ fn config(lab: &Lab, host: &Host, statics: &[String], extra: &str) -> String {
 
 async fn spawn(lab: &Lab, host: &Host, statics: &[String], extra: &str) -> Node {
     let cfg = config(lab, host, statics, extra);
-    host.spawn_meshnode(&lab.dir().join(host.name()), &cfg).await
+    host.spawn_meshnode(&lab.dir().join(host.name()), &cfg)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +91,10 @@ async fn a_personal_item_travels_a_line_of_three_and_loops_are_refused() {
         )
         .await
         .unwrap();
-    wait_for("the record on c", 20, || async { status(&c).await["mesh"]["records"] == 1 }).await;
+    wait_for("the record on c", 20, || async {
+        status(&c).await["mesh"]["records"] == 1
+    })
+    .await;
     let at_c = hc.http_addr(l2);
     // a and c are not adjacent: the request goes c -> b -> a and back
     let t = Instant::now();
@@ -109,7 +113,13 @@ async fn a_personal_item_travels_a_line_of_three_and_loops_are_refused() {
     let topo = c.control().get("/api/v1/topology").await.unwrap();
     assert_eq!(topo["nodes"].as_array().unwrap().len(), 3);
     assert_eq!(topo["links"].as_array().unwrap().len(), 2, "{topo}");
-    assert!(topo["links"].as_array().unwrap().iter().all(|l| l["kind"] == "lan"));
+    assert!(
+        topo["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["kind"] == "lan")
+    );
 
     // a request id that comes back is a loop: refused, not passed on again
     let dir = tempfile::tempdir().unwrap();
@@ -121,7 +131,11 @@ async fn a_personal_item_travels_a_line_of_three_and_loops_are_refused() {
         let client = client.clone();
         async move {
             client
-                .stream(at_b, path, &[("mesh-hops", hops.into()), ("mesh-request-id", rid.into())])
+                .stream(
+                    at_b,
+                    path,
+                    &[("mesh-hops", hops.into()), ("mesh-request-id", rid.into())],
+                )
                 .await
                 .unwrap()
                 .status()
@@ -187,7 +201,10 @@ async fn the_internet_is_fetched_once_and_a_lost_uplink_fails_over_to_a_mesh_gat
     let wan_s = s.ip(wan).to_string();
     // routing as the community's routing protocol and ISP would set it up
     for h in [&s, &g, &x, &k] {
-        sh(h, "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0");
+        sh(
+            h,
+            "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0",
+        );
     }
     for h in [&s, &g, &x] {
         sh(h, "sysctl -qw net.ipv4.ip_forward=1");
@@ -209,7 +226,17 @@ async fn the_internet_is_fetched_once_and_a_lost_uplink_fails_over_to_a_mesh_gat
     std::fs::write(www.join("busy.html"), "wanted by twenty at once").unwrap();
     let log = lab.dir().join("www.log");
     let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", s.ns(), "python3", "-m", "http.server", "80", "--bind", SERVER])
+        .args([
+            "netns",
+            "exec",
+            s.ns(),
+            "python3",
+            "-m",
+            "http.server",
+            "80",
+            "--bind",
+            SERVER,
+        ])
         .arg("--directory")
         .arg(&www)
         .stdout(std::process::Stdio::null())
@@ -232,11 +259,20 @@ async fn the_internet_is_fetched_once_and_a_lost_uplink_fails_over_to_a_mesh_gat
     let gn = spawn(&lab, &g, &[], &probes).await;
     let mut xn = spawn(&lab, &x, &[g.http_addr(lan).to_string()], &probes).await;
     for n in [&gn, &xn] {
-        wait_for("online", 20, || async { status(n).await["mode"] == "online" }).await;
+        wait_for("online", 20, || async {
+            status(n).await["mode"] == "online"
+        })
+        .await;
     }
     wait_for("x sees g online", 20, || async {
         let t = xn.control().get("/api/v1/topology").await.unwrap();
-        t["nodes"].as_array().unwrap().iter().filter(|n| n["mode"] == "online").count() == 2
+        t["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["mode"] == "online")
+            .count()
+            == 2
     })
     .await;
 
@@ -251,13 +287,20 @@ async fn the_internet_is_fetched_once_and_a_lost_uplink_fails_over_to_a_mesh_gat
     };
     let (ok, out) = py(&k, &via(x.ip(clan).into(), "/page.html"));
     assert!(ok && out.contains("hello from the internet"), "{out}");
-    wait_for("the page in g's catalog", 10, || async { status(&gn).await["mesh"]["records"] == 1 }).await;
+    wait_for("the page in g's catalog", 10, || async {
+        status(&gn).await["mesh"]["records"] == 1
+    })
+    .await;
     for proxy in [g.ip(lan), x.ip(clan), g.ip(lan)] {
         let from = if proxy == g.ip(lan) { &x } else { &k };
         let (ok, out) = py(from, &via(proxy.into(), "/page.html"));
         assert!(ok && out.contains("HIT hello from the internet"), "{out}");
     }
-    assert_eq!(served(&log, "/page.html") - before, 1, "one request to the internet for the whole mesh");
+    assert_eq!(
+        served(&log, "/page.html") - before,
+        1,
+        "one request to the internet for the whole mesh"
+    );
     // 20 concurrent requests for a new URL, through both nodes' proxies
     let many = format!(
         "import urllib.request as u, concurrent.futures as f\n\
@@ -273,16 +316,26 @@ async fn the_internet_is_fetched_once_and_a_lost_uplink_fails_over_to_a_mesh_gat
     );
     let (ok, out) = py(&x, &many);
     assert!(ok && out.trim() == "20", "{out}");
-    assert_eq!(served(&log, "/busy.html"), 1, "20 concurrent requests reached the server once");
+    assert_eq!(
+        served(&log, "/busy.html"),
+        1,
+        "20 concurrent requests reached the server once"
+    );
 
     // failover: x loses its uplink (the ISP side goes dark)
     let k_gets = format!(
         "import urllib.request as u;print(u.urlopen('http://{SERVER}/page.html',timeout=5).read().decode())"
     );
-    assert!(py(&k, &k_gets).0, "k reaches the internet through x's own uplink");
+    assert!(
+        py(&k, &k_gets).0,
+        "k reaches the internet through x's own uplink"
+    );
     let t0 = Instant::now();
     lab.cut(&x, wan);
-    let detected = wait_for("x to notice", 30, || async { status(&xn).await["mode"] == "mesh-only" }).await;
+    let detected = wait_for("x to notice", 30, || async {
+        status(&xn).await["mode"] == "mesh-only"
+    })
+    .await;
     println!("failover: uplink loss noticed after {detected:?} (target < 10 s, limit 30 s)");
     assert!(detected < Duration::from_secs(30));
     wait_for("the gateway route", 10, || async {
@@ -290,24 +343,44 @@ async fn the_internet_is_fetched_once_and_a_lost_uplink_fails_over_to_a_mesh_gat
     })
     .await;
     let table = sh(&x, "ip -4 route show table 7734");
-    assert!(table.contains(&format!("default via {} ", g.ip(lan))) && table.contains("proto 158"), "{table}");
+    assert!(
+        table.contains(&format!("default via {} ", g.ip(lan))) && table.contains("proto 158"),
+        "{table}"
+    );
     let (ok, out) = py(&k, &k_gets);
-    assert!(ok && out.contains("hello from the internet"), "k reaches the internet through g: {out}");
-    println!("failover: k reaches the internet through g {:?} after the cut", t0.elapsed());
-    let metrics = String::from_utf8_lossy(&netns::http_get(x.http_addr(lan), "/metrics").await.2).to_string();
-    assert!(metrics.contains("meshnode_network_mode{mode=\"mesh-only\"} 1"), "{metrics}");
+    assert!(
+        ok && out.contains("hello from the internet"),
+        "k reaches the internet through g: {out}"
+    );
+    println!(
+        "failover: k reaches the internet through g {:?} after the cut",
+        t0.elapsed()
+    );
+    let metrics =
+        String::from_utf8_lossy(&netns::http_get(x.http_addr(lan), "/metrics").await.2).to_string();
+    assert!(
+        metrics.contains("meshnode_network_mode{mode=\"mesh-only\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("meshnode_failover_active 1"));
 
     // the uplink returns: online again, no route of ours left
     lab.heal(&x, wan);
-    let back = wait_for("x online again", 30, || async { status(&xn).await["mode"] == "online" }).await;
+    let back = wait_for("x online again", 30, || async {
+        status(&xn).await["mode"] == "online"
+    })
+    .await;
     println!("failover: uplink back noticed after {back:?}");
     wait_for("the gateway route gone", 10, || async {
         sh(&x, "ip -4 route show table 7734").trim().is_empty()
     })
     .await;
     assert!(py(&k, &k_gets).0, "k through x's own uplink again");
-    assert!(!sh(&x, "ip rule show").contains("7734"), "{}", sh(&x, "ip rule show"));
+    assert!(
+        !sh(&x, "ip rule show").contains("7734"),
+        "{}",
+        sh(&x, "ip rule show")
+    );
 
     // shutdown during failover removes what it installed
     lab.cut(&x, wan);
@@ -331,4 +404,70 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
         }
     }
     G(Some(f))
+}
+
+/// Benchmark (not run by the suite): `bash bench/hops.sh`. A line
+/// a — b — c — d; content on a is fetched at a (direct) and at d (through
+/// two intermediate nodes), 1 MB and 100 MB, personal priority so nobody on
+/// the way keeps a copy and every run crosses the hops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bash bench/hops.sh"]
+async fn bench_hops() {
+    if netns::skip_unless_root("bench_hops") {
+        return;
+    }
+    let lab = Lab::new("hops");
+    let (l1, l2, l3) = (lab.bridge("l1"), lab.bridge("l2"), lab.bridge("l3"));
+    let ha = lab.host("a", &[l1]);
+    let hb = lab.host("b", &[l1, l2]);
+    let hc = lab.host("c", &[l2, l3]);
+    let hd = lab.host("d", &[l3]);
+    let none = "[connectivity]\nprobes = []\n[store]\nmax_bytes = \"1GiB\"\n";
+    let a = spawn(&lab, &ha, &[], none).await;
+    let _b = spawn(&lab, &hb, &[ha.http_addr(l1).to_string()], none).await;
+    let _c = spawn(&lab, &hc, &[hb.http_addr(l2).to_string()], none).await;
+    let d = spawn(&lab, &hd, &[hc.http_addr(l3).to_string()], none).await;
+    for (name, size) in [("1mb", 1usize << 20), ("100mb", 100 << 20)] {
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        a.control()
+            .publish_bytes(
+                data,
+                &PublishOptions {
+                    path: format!("/{name}.bin"),
+                    priority: Some("personal".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+    wait_for("records on d", 30, || async {
+        status(&d).await["mesh"]["records"] == 2
+    })
+    .await;
+    for (name, size) in [("1mb", 1usize << 20), ("100mb", 100 << 20)] {
+        let runs = if size > 1 << 20 { 3 } else { 20 };
+        for (label, addr, hops) in [
+            ("direct (at a)", ha.http_addr(l1), "0"),
+            ("2 intermediate hops (at d)", hd.http_addr(l3), "3"),
+        ] {
+            let mut times = Vec::new();
+            for _ in 0..runs {
+                let t = Instant::now();
+                let (st, h, body) =
+                    netns::http_get(addr, &format!("/n0call.radio/{name}.bin")).await;
+                times.push(t.elapsed().as_secs_f64());
+                assert_eq!((st.as_u16(), body.len()), (200, size));
+                assert_eq!(h["x-meshnode-hops"], hops);
+            }
+            times.sort_by(f64::total_cmp);
+            let med = times[times.len() / 2];
+            println!(
+                "{name:>5} {label:<28} median {:>8.1} ms  {:>7.1} MB/s  (best {:.1} ms, {runs} runs)",
+                med * 1e3,
+                size as f64 / med / 1e6,
+                times[0] * 1e3
+            );
+        }
+    }
 }

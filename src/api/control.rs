@@ -43,7 +43,13 @@ pub async fn dispatch(app: &App, req: Request<Incoming>) -> Result<Response<Body
             let url = ContentUrl::parse(
                 &get("url").ok_or_else(|| ApiError::bad_request("missing ?url="))?,
             );
-            super::content::serve(app, Caller::Control, url, &req).await
+            match url {
+                // external: through the mesh, or fetched once for it (`meshctl fetch`)
+                Ok(u) if u.is_external() => {
+                    super::proxy::get(app, &u, req.method(), req.headers()).await
+                }
+                url => super::content::serve(app, Caller::Control, url, &req).await,
+            }
         }
         (Method::DELETE, "/api/v1/content") => {
             let url = need_url()?;

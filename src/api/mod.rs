@@ -13,7 +13,7 @@ mod content;
 mod control;
 mod mesh;
 mod pages;
-mod proxy;
+pub(crate) mod proxy;
 pub mod server;
 
 use std::convert::Infallible;

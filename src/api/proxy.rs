@@ -101,6 +101,17 @@ pub async fn serve(app: &App, caller: Caller, req: Request<Incoming>) -> Respons
     if ![Method::GET, Method::HEAD].contains(req.method()) {
         return pass_through(app, &url, req).await;
     }
+    get(app, &url, req.method(), req.headers()).await
+}
+
+/// `GET`/`HEAD` of an external URL: from the mesh while fresh, else fetched
+/// once by its fetcher (also `meshctl fetch` through the control socket).
+pub async fn get(
+    app: &App,
+    url: &ContentUrl,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response<Body> {
     let key = url.to_string();
     let now = crate::store::now_ms();
     let online = online_nodes(app);
@@ -126,7 +137,7 @@ pub async fn serve(app: &App, caller: Caller, req: Request<Incoming>) -> Respons
         && (fresh || online.is_empty())
     {
         app.counters.content_hits.fetch_add(1, Ordering::Relaxed);
-        let mut r = serve_entry(app, live, req.method(), req.headers()).await;
+        let mut r = serve_entry(app, live, method, headers).await;
         cache_headers(&mut r, fresh);
         return r;
     }
@@ -139,7 +150,7 @@ pub async fn serve(app: &App, caller: Caller, req: Request<Incoming>) -> Respons
             path: vec![app.node.node_id],
         };
         app.mesh.view.first_relay(&hop.request_id);
-        let mut r = via_mesh(app, &key, w, hop, req.method(), req.headers()).await;
+        let mut r = via_mesh(app, &key, w, hop, method, headers).await;
         if r.status().is_success() {
             cache_headers(&mut r, fresh);
             return r;
@@ -152,7 +163,7 @@ pub async fn serve(app: &App, caller: Caller, req: Request<Incoming>) -> Respons
         );
     };
     if at == app.node.node_id {
-        return fetch_here(app, &url, req.method(), req.headers()).await;
+        return fetch_here(app, url, method, headers).await;
     }
     let hop = Hop {
         hops_left: CONTENT_HOPS,

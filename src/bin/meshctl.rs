@@ -41,6 +41,15 @@ enum Cmd {
     Status,
     /// The peer table: every node this one knows, with scores.
     Peers,
+    /// Get any URL through the mesh: station content, or external plain-HTTP
+    /// content (served from the mesh, else fetched once for everyone).
+    Fetch {
+        /// `http://<callsign>.radio/p` or `http://example.org/p`.
+        url: String,
+        /// Write here instead of stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// The mesh topology: nodes and links with RTT, loss and kind.
     Topology {
         /// Print GraphViz DOT (`meshctl topology --dot | dot -Tsvg > mesh.svg`).
@@ -150,6 +159,7 @@ async fn run(args: &Args) -> Result<(), ClientError> {
     match &args.cmd {
         Cmd::Status => out(&c.get("/api/v1/status").await?, &human_status),
         Cmd::Peers => out(&c.get("/api/v1/peers").await?, &human_peers),
+        Cmd::Fetch { url, output } => download(&c, url, output.as_deref(), args.json).await?,
         Cmd::Topology { dot: true } => {
             // not JSON: the client hands the text back as a JSON string
             let v = c.get("/api/v1/topology?format=dot").await?;
@@ -211,32 +221,7 @@ async fn run(args: &Args) -> Result<(), ClientError> {
             }
             ContentCmd::Get { url, output } => {
                 let url = resolve_url(&c, url).await?;
-                match output {
-                    Some(p) => {
-                        // write next to the target, then rename: no half file under the real name
-                        let tmp = p.with_extension("meshctl-part");
-                        let mut f = tokio::fs::File::create(&tmp)
-                            .await
-                            .map_err(|e| io_ctx(e, &tmp))?;
-                        let r = c.fetch(&url, &mut f).await;
-                        match r {
-                            Ok(n) => {
-                                f.sync_all().await.map_err(|e| io_ctx(e, &tmp))?;
-                                tokio::fs::rename(&tmp, p).await.map_err(|e| io_ctx(e, p))?;
-                                if !args.json {
-                                    eprintln!("{n} bytes written to {}", p.display());
-                                }
-                            }
-                            Err(e) => {
-                                let _ = tokio::fs::remove_file(&tmp).await;
-                                return Err(e);
-                            }
-                        }
-                    }
-                    None => {
-                        c.fetch(&url, &mut tokio::io::stdout()).await?;
-                    }
-                }
+                download(&c, &url, output.as_deref(), args.json).await?;
             }
             ContentCmd::Rm { url } => {
                 let url = resolve_url(&c, url).await?;
@@ -310,6 +295,42 @@ async fn resolve_url(c: &ControlClient, url: &str) -> Result<String, ClientError
         ));
     }
     Ok(url.to_string())
+}
+
+/// Writes `url`'s content to `output` (atomically: a temporary name, then a
+/// rename) or to stdout.
+async fn download(
+    c: &ControlClient,
+    url: &str,
+    output: Option<&std::path::Path>,
+    json: bool,
+) -> Result<(), ClientError> {
+    match output {
+        Some(p) => {
+            // write next to the target, then rename: no half file under the real name
+            let tmp = p.with_extension("meshctl-part");
+            let mut f = tokio::fs::File::create(&tmp)
+                .await
+                .map_err(|e| io_ctx(e, &tmp))?;
+            match c.fetch(url, &mut f).await {
+                Ok(n) => {
+                    f.sync_all().await.map_err(|e| io_ctx(e, &tmp))?;
+                    tokio::fs::rename(&tmp, p).await.map_err(|e| io_ctx(e, p))?;
+                    if !json {
+                        eprintln!("{n} bytes written to {}", p.display());
+                    }
+                }
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    return Err(e);
+                }
+            }
+        }
+        None => {
+            c.fetch(url, &mut tokio::io::stdout()).await?;
+        }
+    }
+    Ok(())
 }
 
 fn io_ctx(e: std::io::Error, p: &std::path::Path) -> ClientError {

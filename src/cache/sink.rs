@@ -88,7 +88,11 @@ mod tests {
         drop(s);
         // the writer thread notices the closed channel and drops its file
         for _ in 0..100 {
-            if std::fs::read_dir(dir.path().join("blobs/tmp")).unwrap().count() == 0 {
+            if std::fs::read_dir(dir.path().join("blobs/tmp"))
+                .unwrap()
+                .count()
+                == 0
+            {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
