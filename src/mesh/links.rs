@@ -110,7 +110,7 @@ pub fn own_reports(quality: &[LinkQuality<SocketAddr>], subnets: &Subnets) -> Ve
             loss: q.loss,
         })
         .collect();
-    v.sort_by(|a, b| a.peer.cmp(&b.peer));
+    v.sort_by_key(|r| r.peer);
     v
 }
 
@@ -166,13 +166,17 @@ pub fn significant_change(old: &[LinkReport], new: &[LinkReport]) -> bool {
     })
 }
 
+/// What the topology needs of a peer: its name and its last LINK_STATE
+/// (mode, links).
+pub type PeerLinks = (Option<String>, Option<(u8, Vec<WireLink>)>);
+
 /// The topology from our reports and every peer's last LINK_STATE.
 pub fn topology(
     me: NodeId,
     my_name: &str,
     my_mode: Mode,
     own: &[LinkReport],
-    peers: &HashMap<NodeId, (Option<String>, Option<(u8, Vec<WireLink>)>)>,
+    peers: &HashMap<NodeId, PeerLinks>,
 ) -> Topology {
     let mut meta = HashMap::new();
     let mut reports = HashMap::new();

@@ -1388,13 +1388,7 @@ impl Task {
 
     /// The topology and route table from our links and every LINK_STATE.
     fn rebuild_routes(&mut self) {
-        let peers: HashMap<
-            NodeId,
-            (
-                Option<String>,
-                Option<(u8, Vec<crate::gossip::wire::WireLink>)>,
-            ),
-        > = self
+        let peers: HashMap<NodeId, links::PeerLinks> = self
             .core
             .peers()
             .iter()
