@@ -110,6 +110,11 @@ impl ContentUrl {
         if path.ends_with('/') {
             path.push_str("index.html");
         }
+        // the canonical form must itself be acceptable (an appended
+        // index.html could push it over the limit; fuzz-found)
+        if decode(&path)?.len() > MAX_PATH_LEN {
+            return Err(UrlError::TooLong);
+        }
         Ok(Self {
             host: Host::Radio(callsign),
             path,
@@ -283,6 +288,16 @@ mod tests {
         );
         assert_eq!(ContentUrl::new(cs(), "/café").unwrap().path(), "/caf%C3%A9"); // raw UTF-8 from a user: same key
         assert_eq!(ContentUrl::new(cs(), "/100%25").unwrap().path(), "/100%25");
+    }
+
+    /// Fuzz-found: a path that fits only before its `index.html` is appended.
+    #[test]
+    fn the_canonical_form_fits_the_limit_too() {
+        let raw = format!("/{}/", "a".repeat(MAX_PATH_LEN - 5));
+        assert_eq!(ContentUrl::new(cs(), &raw), Err(UrlError::TooLong));
+        let ok = format!("/{}/", "a".repeat(MAX_PATH_LEN - 12));
+        let u = ContentUrl::new(cs(), &ok).unwrap();
+        assert_eq!(ContentUrl::new(cs(), u.path()).unwrap(), u);
     }
 
     #[test]
