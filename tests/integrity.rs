@@ -330,7 +330,8 @@ async fn reload_applies_valid_changes_and_refuses_a_broken_file() {
             )
             .await,
         422,
-        "meshnode.toml:11:13",
+        // the bad value sits on the second line after the generated config
+        &format!("meshnode.toml:{}:13", good.lines().count() + 2),
     );
     assert_eq!(
         n.ctl.get("/api/v1/status").await.unwrap()["store"]["max_bytes"],

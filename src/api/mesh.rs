@@ -296,10 +296,6 @@ async fn content(app: &App, pq: &str, caller: NodeId, h: &HeaderMap) -> Response
         return refuse(StatusCode::BAD_REQUEST, "missing or bad ?url=".into());
     };
     let to = super::param(&q, "to").and_then(NodeId::from_hex);
-    if to == Some(app.node.node_id) {
-        // this node was chosen to fetch it from the internet
-        return super::proxy::fetch_here(app, &url, &Method::GET, h).await;
-    }
     let url = url.to_string();
     let header = |k: &str| h.get(k).and_then(|v| v.to_str().ok());
     // mesh callers read public and community content, never private
@@ -309,6 +305,11 @@ async fn content(app: &App, pq: &str, caller: NodeId, h: &HeaderMap) -> Response
         .filter(|e| e.fields().access != Access::Private && !e.fields().quarantined)
     {
         return super::content::serve_entry(app, live, &Method::GET, h).await;
+    }
+    if to == Some(app.node.node_id) {
+        // this node was chosen to fetch it from the internet
+        let url = ContentUrl::parse(&url).expect("canonical above");
+        return super::proxy::fetch_here(app, &url, &Method::GET, h).await;
     }
     let rec = app.mesh.winner(&url);
     if rec.is_none() && to.is_none() {

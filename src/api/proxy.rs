@@ -237,6 +237,13 @@ pub async fn fetch_here(
             None
         }
     };
+    // a flight that ended just before this request joined has kept it
+    if let Some(live) = app.store.get(&key).filter(|e| !e.fields().quarantined) {
+        drop(flight);
+        let mut r = serve_entry(app, live, method, h).await;
+        cache_headers(&mut r, true);
+        return r;
+    }
     let authority = url.authority().unwrap_or_default().to_string();
     let path = url.to_string()[7 + authority.len()..].to_string();
     let resp = match origin_get(&authority, &path, h).await {
