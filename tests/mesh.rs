@@ -393,22 +393,7 @@ async fn origin() -> (
 
 /// Sends `GET <url>` in absolute form (as a browser configured with a proxy does).
 async fn via_proxy(node: &TestNode, url: &str) -> (u16, hyper::HeaderMap, String) {
-    use http_body_util::BodyExt;
-    let stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::get(url)
-        .header("host", url.split('/').nth(2).unwrap())
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
-    let resp = send.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).to_string())
+    ProxyTarget(node.addr).get(url).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -485,7 +470,7 @@ async fn the_proxy_fetches_external_content_once_for_the_whole_mesh() {
         });
     }
     while let Some(r) = set.join_next().await {
-        let (st, body) = r.unwrap();
+        let (st, _, body) = r.unwrap();
         assert_eq!((st, body.as_str()), (200, "origin body of /slow/new.html"));
     }
     assert_eq!(
@@ -502,7 +487,7 @@ async fn the_proxy_fetches_external_content_once_for_the_whole_mesh() {
 struct ProxyTarget(std::net::SocketAddr);
 
 impl ProxyTarget {
-    async fn get(&self, url: &str) -> (u16, String) {
+    async fn get(&self, url: &str) -> (u16, hyper::HeaderMap, String) {
         use http_body_util::BodyExt;
         let stream = tokio::net::TcpStream::connect(self.0).await.unwrap();
         let (mut send, conn) =
@@ -515,9 +500,10 @@ impl ProxyTarget {
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
         let resp = send.send_request(req).await.unwrap();
-        let st = resp.status().as_u16();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (st, String::from_utf8_lossy(&body).to_string())
+        (status, headers, String::from_utf8_lossy(&body).to_string())
     }
 }
 

@@ -113,13 +113,7 @@ pub async fn serve(
         {
             Some(rec) => {
                 app.mesh.requested(&key);
-                let hop = Hop {
-                    hops_left: CONTENT_HOPS,
-                    request_id: request_id(),
-                    path: vec![app.node.node_id],
-                };
-                // a request that comes back here is a loop
-                app.mesh.view.first_relay(&hop.request_id);
+                let hop = Hop::start(app);
                 return via_mesh(app, &key, rec, hop, req.method(), req.headers()).await;
             }
             None => return not_found(app, caller, req, &key),
@@ -151,6 +145,20 @@ pub struct Hop {
     pub request_id: String,
     /// Nodes it passed, this one last.
     pub path: Vec<NodeId>,
+}
+
+impl Hop {
+    /// A new request starting at this node; its id is remembered here, so a
+    /// request that comes back is a loop.
+    pub fn start(app: &App) -> Self {
+        let hop = Hop {
+            hops_left: CONTENT_HOPS,
+            request_id: request_id(),
+            path: vec![app.node.node_id],
+        };
+        app.mesh.view.first_relay(&hop.request_id);
+        hop
+    }
 }
 
 /// Serves `url` (not in the store; `rec` is the catalog's winner) through

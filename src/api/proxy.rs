@@ -24,7 +24,7 @@ use super::{App, Body, Caller, full, is_community_ip};
 use crate::cache::sink::BlobSink;
 use crate::catalog::{Access, ContentUrl};
 use crate::connectivity::Mode;
-use crate::mesh::client::{CONTENT_HOPS, HOPS_TAKEN_HEADER, SERVED_BY_HEADER, request_id};
+use crate::mesh::client::{HOPS_TAKEN_HEADER, SERVED_BY_HEADER};
 use crate::mesh::forward::{Flight, Flights, Forward, forward, tee};
 use crate::node::NodeId;
 use crate::proxy::{fetcher, freshness, is_fresh};
@@ -144,12 +144,7 @@ pub async fn get(
     if let Some(w) = winner.clone()
         && (fresh || online.is_empty())
     {
-        let hop = Hop {
-            hops_left: CONTENT_HOPS,
-            request_id: request_id(),
-            path: vec![app.node.node_id],
-        };
-        app.mesh.view.first_relay(&hop.request_id);
+        let hop = Hop::start(app);
         let mut r = via_mesh(app, &key, w, hop, method, headers).await;
         if r.status().is_success() {
             cache_headers(&mut r, fresh);
@@ -165,12 +160,7 @@ pub async fn get(
     if at == app.node.node_id {
         return fetch_here(app, url, method, headers).await;
     }
-    let hop = Hop {
-        hops_left: CONTENT_HOPS,
-        request_id: request_id(),
-        path: vec![app.node.node_id],
-    };
-    app.mesh.view.first_relay(&hop.request_id);
+    let hop = Hop::start(app);
     fetch_at(app, &key, at, hop).await
 }
 
@@ -244,9 +234,8 @@ pub async fn fetch_here(
         cache_headers(&mut r, true);
         return r;
     }
-    let authority = url.authority().unwrap_or_default().to_string();
-    let path = url.to_string()[7 + authority.len()..].to_string();
-    let resp = match origin_get(&authority, &path, h).await {
+    let authority = url.authority().unwrap_or_default();
+    let resp = match origin_get(authority, url.path(), h).await {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(url = %key, error = %e, "fetching from the origin failed");
@@ -339,34 +328,45 @@ async fn keep(
     }
 }
 
+/// A connection to the origin `authority` (`host`, `host:port`, `[v6]:port`;
+/// port 80 unless given).
+async fn origin<B>(authority: &str) -> Result<hyper::client::conn::http1::SendRequest<B>, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let has_port = authority.rsplit_once(':').is_some_and(|(h, p)| {
+        p.parse::<u16>().is_ok() && (!h.starts_with('[') || h.ends_with(']'))
+    });
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if has_port => (h, p.parse::<u16>().expect("checked above")),
+        _ => (authority, 80),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let stream = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .map_err(|_| format!("{authority}: no connection in {CONNECT_TIMEOUT:?}"))?
+    .map_err(|e| format!("{authority}: {e}"))?;
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _closed = conn.await;
+    });
+    Ok(send)
+}
+
 /// `GET path` on the origin `authority`.
 async fn origin_get(
     authority: &str,
     path: &str,
     h: &HeaderMap,
 ) -> Result<Response<Incoming>, String> {
-    let hostport = if authority
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        && !authority.ends_with(']')
-    {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let stream = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio::net::TcpStream::connect(hostport.trim_start_matches('[').replace("]:", ":")),
-    )
-    .await
-    .map_err(|_| format!("{authority}: no connection in {CONNECT_TIMEOUT:?}"))?
-    .map_err(|e| format!("{authority}: {e}"))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _closed = conn.await;
-    });
+    let mut send = origin(authority).await?;
     let mut req = Request::get(path).header(header::HOST, authority);
     for k in &TO_ORIGIN {
         if let Some(v) = h.get(k) {
@@ -391,32 +391,14 @@ async fn pass_through(app: &App, url: &ContentUrl, req: Request<Incoming>) -> Re
             "only GET and HEAD go through the mesh; this node has no uplink for other methods",
         );
     }
-    let authority = url.authority().unwrap_or_default().to_string();
+    let authority = url.authority().unwrap_or_default();
     let r = async {
-        let stream = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio::net::TcpStream::connect(if authority.contains(':') {
-                authority.clone()
-            } else {
-                format!("{authority}:80")
-            }),
-        )
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _closed = conn.await;
-        });
+        let mut send = origin(authority).await?;
         let (mut parts, body) = req.into_parts();
-        parts.uri = url.to_string()[7 + authority.len()..]
-            .parse()
-            .map_err(|e| format!("{e}"))?;
+        parts.uri = url.path().parse().map_err(|e| format!("{e}"))?;
         parts.headers.insert(
             header::HOST,
-            HeaderValue::from_str(&authority).map_err(|e| e.to_string())?,
+            HeaderValue::from_str(authority).map_err(|e| e.to_string())?,
         );
         send.send_request(Request::from_parts(parts, body))
             .await

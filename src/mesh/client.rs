@@ -153,6 +153,43 @@ impl MeshClient {
         body: Vec<u8>,
         headers: &[(&'static str, String)],
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let resp = self.send(to, method, path, body, headers).await?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| ClientError::Http(to, e.to_string()))?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    /// Sends a signed `GET` and returns the response as soon as its head
+    /// arrives; the body streams (no size limit, no body timeout: the caller
+    /// passes it on as it comes).
+    pub async fn stream(
+        &self,
+        to: SocketAddr,
+        path: &str,
+        headers: &[(&'static str, String)],
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
+        tokio::time::timeout(
+            self.timeout,
+            self.send(to, Method::GET, path, Vec::new(), headers),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout(to))?
+    }
+
+    /// Connects, signs and sends one request; returns when the response head
+    /// has arrived.
+    async fn send(
+        &self,
+        to: SocketAddr,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&'static str, String)],
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
         // a peer that went away usually shows as a connect that never
         // completes: give up on it long before the whole request's timeout
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(to))
@@ -179,55 +216,8 @@ impl MeshClient {
         let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| ClientError::Http(to, e.to_string()))?;
-        let resp = send
-            .send_request(req)
+        send.send_request(req)
             .await
-            .map_err(|e| ClientError::Http(to, e.to_string()))?;
-        let status = resp.status();
-        let body = Limited::new(resp.into_body(), MAX_RESPONSE)
-            .collect()
-            .await
-            .map_err(|e| ClientError::Http(to, e.to_string()))?
-            .to_bytes();
-        Ok((status, body))
-    }
-
-    /// Sends a signed `GET` and returns the response as soon as its head
-    /// arrives; the body streams (no size limit, no body timeout: the caller
-    /// passes it on as it comes).
-    pub async fn stream(
-        &self,
-        to: SocketAddr,
-        path: &str,
-        headers: &[(&'static str, String)],
-    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(to))
-            .await
-            .map_err(|_| ClientError::Timeout(to))?
-            .map_err(|e| ClientError::Io(to, e))?;
-        let _nodelay_is_an_optimisation = stream.set_nodelay(true);
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ClientError::Http(to, e.to_string()))?;
-        tokio::spawn(async move {
-            let _closed = conn.await;
-        });
-        let sig = self.id.sign(&signed_bytes("GET", path, b""));
-        let mut req = Request::builder()
-            .method(Method::GET)
-            .uri(path)
-            .header(hyper::header::HOST, to.to_string())
-            .header(NODE_HEADER, self.id.node_id().to_hex())
-            .header(SIG_HEADER, hex::encode(sig));
-        for (k, v) in headers {
-            req = req.header(*k, v);
-        }
-        let req = req
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ClientError::Http(to, e.to_string()))?;
-        tokio::time::timeout(self.timeout, send.send_request(req))
-            .await
-            .map_err(|_| ClientError::Timeout(to))?
             .map_err(|e| ClientError::Http(to, e.to_string()))
     }
 

@@ -27,7 +27,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -70,9 +69,6 @@ pub enum Cmd {
     Records(Vec<Signed>),
     /// A client asked for a URL (demand for popular items).
     Requested(String),
-    /// Fetch a URL known to the catalog now, for a reader (standard items are
-    /// cached where they are read); answers when it is in the store.
-    FetchNow(String, oneshot::Sender<Result<(), String>>),
 }
 
 /// One row of the peer table (`GET /api/v1/peers`, `meshctl peers`).
@@ -241,29 +237,6 @@ impl Mesh {
     /// Counts a client request for `url` (never blocks the request).
     pub fn requested(&self, url: &str) {
         let _full_queue_drops_one_count = self.tx.try_send(Cmd::Requested(url.to_string()));
-    }
-
-    /// Fetches `url` from peers into the store, waiting at most `wait`.
-    pub async fn fetch_now(&self, url: &str, wait: Duration) -> Result<(), String> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Cmd::FetchNow(url.to_string(), tx))
-            .await
-            .map_err(|_| "mesh stopped".to_string())?;
-        match tokio::time::timeout(wait, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("mesh stopped".into()),
-            Err(_) => Err("timed out fetching from the mesh".into()),
-        }
-    }
-
-    /// Does the mesh catalog have a version of `url` that a reader allowed
-    /// `may_read` can see and that this node may copy on a read?
-    pub fn fetchable(&self, url: &str, may_read: impl Fn(crate::catalog::Access) -> bool) -> bool {
-        let cat = self.view.catalog.read().expect("catalog lock poisoned");
-        cat.resolve(url).winner.is_some_and(|w| {
-            w.record.access().is_some_and(&may_read) && replicate::fetch_on_read(&w.record)
-        })
     }
 
     /// The catalog's winning record for `url`, if it has content.

@@ -12,14 +12,14 @@ use hyper::Method;
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::catalog_digest as digest;
 use super::client::MeshClient;
 use super::links::{self, ModeState, Subnets};
-use super::replicate::{fetch_on_read, should_hold};
+use super::replicate::should_hold;
 use super::{CMD_CAP, CatalogSummary, Cmd, Mesh, MeshView, PeerStatus};
 use crate::catalog::{Access, ContentUrl, Priority};
 use crate::config::Config;
@@ -256,7 +256,6 @@ pub async fn spawn(p: MeshParams, tasks: &TaskTracker) -> anyhow::Result<Mesh> {
         retry: Vec::new(),
         attempts: HashMap::new(),
         refused_at_quota: HashMap::new(),
-        waiters: HashMap::new(),
         itx,
         save_tx,
         mdns,
@@ -353,7 +352,6 @@ struct Task {
     /// Essential items refused for lack of room, with the quota then: tried
     /// again only once the quota changes.
     refused_at_quota: HashMap<String, u64>,
-    waiters: HashMap<String, Vec<oneshot::Sender<Result<(), String>>>>,
     itx: mpsc::UnboundedSender<Internal>,
     save_tx: mpsc::UnboundedSender<MeshSave>,
     mdns: Option<Mdns>,
@@ -728,28 +726,6 @@ impl Task {
                     self.demand_dirty = true;
                 }
             }
-            Cmd::FetchNow(url, reply) => {
-                let winner = {
-                    let cat = self.view.catalog.read().expect("lock");
-                    cat.resolve(&url).winner
-                };
-                match winner {
-                    Some(w) if fetch_on_read(&w.record) && w.record.origin != self.me => {
-                        if self.held_matches(&url, &w) {
-                            let _gone = reply.send(Ok(()));
-                            return;
-                        }
-                        self.waiters.entry(url.clone()).or_default().push(reply);
-                        self.enqueue(Job {
-                            target: url,
-                            rec: w,
-                        });
-                    }
-                    _ => {
-                        let _gone = reply.send(Err("not in the mesh catalog".into()));
-                    }
-                }
-            }
         }
     }
 
@@ -790,7 +766,7 @@ impl Task {
                 let job = self.running.remove(&target);
                 let view = self.view.clone();
                 let c = &view.counters;
-                let reply = match result {
+                match result {
                     Ok(report) => {
                         c.transfers_done.fetch_add(1, Ordering::Relaxed);
                         self.attempts.remove(&target);
@@ -814,7 +790,6 @@ impl Task {
                             }
                         }
                         self.view.refused.write().expect("lock").remove(&target);
-                        Ok(())
                     }
                     Err(e) => {
                         c.transfers_failed.fetch_add(1, Ordering::Relaxed);
@@ -837,11 +812,7 @@ impl Task {
                             tracing::info!(url = %target, error = %e, retry_in = ?wait, "transfer failed; will retry");
                             self.retry.push((Instant::now() + wait, job, *n));
                         }
-                        Err(e)
                     }
-                };
-                for w in self.waiters.remove(&target).unwrap_or_default() {
-                    let _gone = w.send(reply.clone());
                 }
                 self.start_jobs();
             }
@@ -1137,16 +1108,12 @@ impl Task {
             return;
         }
         let prio = job.rec.record.priority().map_or(9, |p| p as u8);
-        // essential first, then popular, ...; readers' requests jump the queue
-        let wanted_now = self.waiters.contains_key(&job.target);
-        let pos = if wanted_now {
-            0
-        } else {
-            self.queue
-                .iter()
-                .position(|j| j.rec.record.priority().map_or(9, |p| p as u8) > prio)
-                .unwrap_or(self.queue.len())
-        };
+        // essential first, then popular, ...
+        let pos = self
+            .queue
+            .iter()
+            .position(|j| j.rec.record.priority().map_or(9, |p| p as u8) > prio)
+            .unwrap_or(self.queue.len());
         self.queue.insert(pos, job);
         self.start_jobs();
     }
