@@ -545,6 +545,7 @@ impl Task {
             .store(s.dropped_duplicate, Ordering::Relaxed);
         c.dropped_future.store(s.dropped_future, Ordering::Relaxed);
         self.note_neighbours();
+        self.sync_neighbours();
         self.peers_dirty = true;
     }
 
@@ -1420,14 +1421,25 @@ impl Task {
             .collect();
         rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.node_id.cmp(&b.node_id)));
         *self.view.peers.write().expect("lock") = rows;
-        let ns: Vec<(SocketAddr, NodeId)> = self.core.neighbours().map(|(a, n)| (*a, *n)).collect();
-        let changed = *self.view.neighbours.read().expect("lock") != ns;
-        *self.view.neighbours.write().expect("lock") = ns;
-        if changed {
-            // a link came or went: tell the mesh now, not at the next tick
-            self.update_links(true);
+        if !self.sync_neighbours() {
+            self.rebuild_routes();
         }
+    }
+
+    /// Publishes the current neighbours to the view (request routing reads
+    /// them) as soon as the protocol core's set changes, so a request that
+    /// arrives right after a peer joins already has a next hop. Returns
+    /// whether they changed (and the routes were rebuilt).
+    fn sync_neighbours(&mut self) -> bool {
+        let ns: Vec<(SocketAddr, NodeId)> = self.core.neighbours().map(|(a, n)| (*a, *n)).collect();
+        if *self.view.neighbours.read().expect("lock") == ns {
+            return false;
+        }
+        *self.view.neighbours.write().expect("lock") = ns;
+        // a link came or went: tell the mesh now, not at the next tick
+        self.update_links(true);
         self.rebuild_routes();
+        true
     }
 }
 
