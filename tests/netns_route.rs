@@ -4,6 +4,8 @@
 //! client). Runs in nextest's `serial` group.
 //!
 //! - A line A — B — C: a personal item on A is read on C through B.
+//! - A ring of misconfigured static peers: a request for an unreachable
+//!   item is refused, not passed round the ring.
 //! - An "internet": host S routes 198.51.100.0/24 (its server) for the
 //!   uplinks of G and X; X's clients sit behind X. Fetching through the
 //!   proxy, cutting X's uplink (failover through G) and restoring it.
@@ -157,6 +159,113 @@ async fn a_personal_item_travels_a_line_of_three_and_loops_are_refused() {
     assert_eq!(ask("loop-1", "8").await, 508);
     assert_eq!(ask("hops-0", "0").await, 508, "no hops left");
     assert_eq!(relayed().await - before, 1, "only the first was passed on");
+}
+
+/// A counter from a node's `/metrics`.
+async fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
+    let m = netns::http_get(addr, "/metrics").await.2;
+    String::from_utf8_lossy(&m)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_string))
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
+        .parse()
+        .unwrap()
+}
+
+/// Static peers misconfigured into a ring a → b → c → d → a, and an item
+/// whose only holder (e, hanging off a) is gone: every node still has the
+/// record, so each believes some neighbour may reach it. A request on c
+/// must end in a clear refusal, each node passing it on at most once (the
+/// path and request-id rules), not circle the ring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_of_misconfigured_static_peers_does_not_loop_a_request() {
+    let name = "a_ring_of_misconfigured_static_peers_does_not_loop_a_request";
+    if netns::skip_unless_root(name) {
+        return;
+    }
+    let lab = Lab::new("ring");
+    let r: Vec<_> = (1..=5).map(|i| lab.bridge(&format!("r{i}"))).collect();
+    let ha = lab.host("a", &[r[0], r[3], r[4]]);
+    let hb = lab.host("b", &[r[0], r[1]]);
+    let hc = lab.host("c", &[r[1], r[2]]);
+    let hd = lab.host("d", &[r[2], r[3]]);
+    let he = lab.host("e", &[r[4]]);
+    let none = "[connectivity]\nprobes = []\n";
+    let a = spawn(&lab, &ha, &[hb.http_addr(r[0]).to_string()], none).await;
+    let b = spawn(&lab, &hb, &[hc.http_addr(r[1]).to_string()], none).await;
+    let c = spawn(&lab, &hc, &[hd.http_addr(r[2]).to_string()], none).await;
+    let d = spawn(&lab, &hd, &[ha.http_addr(r[3]).to_string()], none).await;
+    let mut e = spawn(&lab, &he, &[ha.http_addr(r[4]).to_string()], none).await;
+    e.control()
+        .publish_bytes(
+            b"only e has this".to_vec(),
+            &PublishOptions {
+                path: "/gone.txt".into(),
+                priority: Some("personal".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    for n in [&a, &b, &c, &d] {
+        wait_for("the record everywhere", 20, || async {
+            status(n).await["mesh"]["records"] == 1
+        })
+        .await;
+    }
+    // the topology knows the ring before e goes
+    wait_for("c's topology has the ring and e", 20, || async {
+        let t = c.control().get("/api/v1/topology").await.unwrap();
+        t["links"].as_array().is_some_and(|l| l.len() == 5)
+    })
+    .await;
+    e.kill();
+    let relays = [ha.http_addr(r[0]), hb.http_addr(r[1]), hd.http_addr(r[2])];
+    let at_c = hc.http_addr(r[1]);
+    let total = |name: &'static str| async move {
+        let mut sum = 0;
+        for a in relays {
+            sum += metric(a, name).await;
+        }
+        sum
+    };
+    // once while the routes still lead to e, once after e has expired and
+    // nobody has a route (the nearest-neighbour search)
+    for when in ["just after e went", "after e expired"] {
+        if when == "after e expired" {
+            wait_for("e expired on c", 20, || async {
+                status(&c).await["mesh"]["peers"] == 3
+            })
+            .await;
+        }
+        let before = total("meshnode_content_relayed_total").await;
+        let loops_before = total("meshnode_content_loops_refused_total").await;
+        let t = Instant::now();
+        let (st, _, body) = netns::http_get(at_c, "/n0call.radio/gone.txt").await;
+        let took = t.elapsed();
+        let relayed = total("meshnode_content_relayed_total").await - before;
+        let refused = total("meshnode_content_loops_refused_total").await - loops_before;
+        println!(
+            "ring ({when}): {st} in {took:?}, passed on by {relayed} relays, {refused} loops refused: {}",
+            String::from_utf8_lossy(&body).trim()
+        );
+        assert!(
+            st == 404 || st == 502,
+            "a refusal, not content or a hang: {st}"
+        );
+        assert!(
+            String::from_utf8_lossy(&body).contains("/gone.txt"),
+            "the refusal names the URL"
+        );
+        assert!(
+            relayed <= 3,
+            "each of a, b, d passes it on at most once: {relayed}"
+        );
+        assert!(
+            took < Duration::from_secs(15),
+            "bounded, not a storm: {took:?}"
+        );
+    }
 }
 
 /// Runs a python3 snippet in `host`'s namespace; returns stdout.
