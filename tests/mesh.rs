@@ -218,15 +218,24 @@ async fn concurrent_edits_resolve_the_same_everywhere_and_keep_both_keeps_the_lo
         .await;
     }
     // the loser stays reachable at its derived URL on every node
-    let cat = c.ctl.get("/api/v1/catalog").await.unwrap();
-    let derived: Vec<String> = cat["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["url"].as_str().unwrap().to_string())
-        .filter(|u| u.contains("/notice.txt~"))
-        .collect();
-    assert_eq!(derived.len(), 1, "{cat}");
+    let derived = || async {
+        let cat = c.ctl.get("/api/v1/catalog").await.unwrap();
+        cat["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["url"].as_str().unwrap().to_string())
+            .filter(|u| u.contains("/notice.txt~"))
+            .collect::<Vec<String>>()
+    };
+    // c stores the loser's copy under its derived URL a moment after the
+    // catalogs agree
+    wait_for("the loser's derived URL in c's catalog", 20, || async {
+        !derived().await.is_empty()
+    })
+    .await;
+    let derived = derived().await;
+    assert_eq!(derived.len(), 1, "{derived:?}");
     let path = derived[0].trim_start_matches("http://n0call.radio");
     for n in [&a, &b, &c] {
         wait_for("the loser at its derived URL", 20, || async {
@@ -375,7 +384,7 @@ async fn origin() -> (
                 if path.starts_with("/slow/") {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
-                let body = format!("origin body of {path}");
+                let body = origin_body(&path);
                 let _ = s
                     .write_all(
                         format!(
@@ -389,6 +398,16 @@ async fn origin() -> (
         }
     });
     (addr, counts)
+}
+
+/// What [`origin`] answers for `path`: `/big/...` pages are 4,000 bytes.
+fn origin_body(path: &str) -> String {
+    let body = format!("origin body of {path}");
+    if path.starts_with("/big/") {
+        body.repeat(4000 / body.len() + 1)[..4000].to_string()
+    } else {
+        body
+    }
 }
 
 /// Sends `GET <url>` in absolute form (as a browser configured with a proxy does).
@@ -415,17 +434,21 @@ async fn the_proxy_fetches_external_content_once_for_the_whole_mesh() {
         })
         .await;
     }
-    wait_for("every node sees two online peers", 15, || async {
-        let t = a.ctl.get("/api/v1/topology").await.unwrap();
-        t["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|n| n["mode"] == "online")
-            .count()
-            == 3
-    })
-    .await;
+    // every node must know all three online (the fetcher is chosen over
+    // that set: differing views would choose differently)
+    for n in [&a, &b, &c] {
+        wait_for("every node sees three online nodes", 15, || async {
+            let t = n.ctl.get("/api/v1/topology").await.unwrap();
+            t["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|n| n["mode"] == "online")
+                .count()
+                == 3
+        })
+        .await;
+    }
     let url = format!("http://{srv}/page.html");
     let (st, h, body) = via_proxy(&c, &url).await;
     assert_eq!((st, body.as_str()), (200, "origin body of /page.html"));
@@ -481,6 +504,74 @@ async fn the_proxy_fetches_external_content_once_for_the_whole_mesh() {
     // https is tunnelled untouched: CONNECT to the origin's port echoes our bytes to it
     let r = proxy_connect(c.addr, srv).await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+}
+
+/// Fetched pages are a cache: a node with a small store evicts the ones it
+/// fetched (although it signed their records) to keep fetching new ones, and
+/// an evicted page is fetched again, also when another node asks for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fetched_pages_are_evicted_from_a_full_store_and_fetched_again() {
+    let (srv, counts) = origin().await;
+    let online = format!(
+        "[connectivity]\nprobes = [\"tcp://{srv}\"]\ninterval = \"1s\"\nfailover = false\n\
+         [store]\nmax_bytes = \"16KiB\"\n"
+    );
+    // a is the only online node, so it fetches for b
+    let a = TestNode::start(&(mesh_cfg("", "") + &online)).await;
+    let b = TestNode::start(
+        &(mesh_cfg(&format!("static_peers = [\"{}\"]", a.addr), "")
+            + "[connectivity]\nprobes = []\n[store]\nmax_bytes = \"16KiB\"\n"),
+    )
+    .await;
+    wait_for("b sees a online", 15, || async {
+        let t = b.ctl.get("/api/v1/topology").await.unwrap();
+        t["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["mode"] == "online")
+    })
+    .await;
+    let url = |i: usize| format!("http://{srv}/big/{i}.html");
+    for i in 0..10 {
+        let (st, _, body) = via_proxy(&a, &url(i)).await;
+        assert_eq!(
+            (st, body.as_str()),
+            (200, origin_body(&format!("/big/{i}.html")).as_str())
+        );
+    }
+    // 40,000 bytes fetched into 16 KiB: the oldest went, the store kept working
+    let s = status(&a).await;
+    let (entries, used) = (
+        s["store"]["entries"].as_u64().unwrap(),
+        s["store"]["used_bytes"].as_u64().unwrap(),
+    );
+    assert!((1..=4).contains(&entries), "entries {entries}");
+    assert!(used <= 16 * 1024, "used {used}");
+    let (_, h, _) = via_proxy(&a, &url(9)).await;
+    assert_eq!(h["x-meshnode-cache"], "HIT", "the newest is still there");
+    assert_eq!(counts.lock().unwrap()["/big/9.html"], 1);
+    // eviction is not deletion: all ten records stay, on a and on b
+    for n in [&a, &b] {
+        wait_for("ten records", 20, || async {
+            status(n).await["mesh"]["records"] == 10
+        })
+        .await;
+    }
+    // b asks for an evicted page whose record still names a: a says it has
+    // none, and a fetches it again for b
+    let (st, _, body) = via_proxy(&b, &url(0)).await;
+    assert_eq!(
+        (st, body.as_str()),
+        (200, origin_body("/big/0.html").as_str())
+    );
+    assert_eq!(counts.lock().unwrap()["/big/0.html"], 2, "fetched again");
+    let (st, _, body) = via_proxy(&a, &url(0)).await;
+    assert_eq!(
+        (st, body.as_str()),
+        (200, origin_body("/big/0.html").as_str())
+    );
+    assert_eq!(counts.lock().unwrap()["/big/0.html"], 2, "and kept");
 }
 
 /// A proxy client by address (for spawned tasks).

@@ -319,10 +319,16 @@ async fn keep(
     if blob.size > max {
         return;
     }
+    let manifest = blob.manifest.clone();
     match store.publish(blob, meta).await {
-        Ok(e) => {
-            mesh.local_fetched(&e.url, Some(fetched)).await;
-            tracing::info!(url = %e.url, size = e.size, "fetched from the internet for the mesh");
+        Ok(entry) => {
+            tracing::info!(url = %entry.url, size = entry.size, "fetched from the internet for the mesh");
+            mesh.local_fetched(crate::mesh::FetchedEntry {
+                entry,
+                manifest,
+                fetched,
+            })
+            .await;
         }
         Err(e) => tracing::info!(error = %e, "not keeping fetched content"),
     }

@@ -1,8 +1,9 @@
 //! Eviction policy: which entries leave the store when a new blob does not fit.
 //!
 //! Pure. Never evicted: essential items (priority 1), pinned items, and the
-//! node's own items; these are `protected`. The rest go by popularity with
-//! aging: each entry has a score that halves every [`HALF_LIFE_SECS`] and
+//! node's own items (but not external pages it fetched for the mesh: the
+//! internet can give those again); these are `protected`. The rest go by
+//! popularity with aging: each entry has a score that halves every [`HALF_LIFE_SECS`] and
 //! gains 1 per read, so a page read 100 times last month loses to one read 10
 //! times today. Blobs are shared by URLs with equal content, so bytes come
 //! free only when the last entry naming a blob goes.

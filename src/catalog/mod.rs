@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use url::{ContentUrl, UrlError};
+pub use url::{ContentUrl, UrlError, is_external_url};
 
 /// SHA-256 of a blob's bytes: its address on disk and its HTTP ETag.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

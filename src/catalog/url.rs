@@ -83,6 +83,14 @@ enum Host {
     External(String),
 }
 
+/// Is `url` (a canonical catalog URL) external content fetched by the
+/// proxy? Such an entry is a cache of the internet: evicted like other
+/// nodes' content although this node signed it, and its record survives the
+/// eviction (other nodes may hold copies; eviction is not deletion).
+pub fn is_external_url(url: &str) -> bool {
+    ContentUrl::parse(url).is_ok_and(|u| u.is_external())
+}
+
 impl ContentUrl {
     /// From a callsign and a request path as sent on the wire (percent-encoded,
     /// query allowed and ignored). A path ending in `/` means its `index.html`.

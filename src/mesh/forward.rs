@@ -101,11 +101,16 @@ pub async fn forward(
     f: Forward,
     flight: Option<FlightGuard>,
 ) -> Result<Response<Body>, ForwardError> {
-    let holders = match (&f.to, &f.rec) {
+    let mut holders = match (&f.to, &f.rec) {
         (Some(t), _) => vec![*t],
         (None, Some(rec)) => holders(view, rec),
         (None, None) => return Err(ForwardError::NoRoute),
     };
+    if holders.is_empty() {
+        // the holder is this node, and it no longer has it (an evicted
+        // fetched page): nobody else is known to
+        return Err(ForwardError::NoRoute);
+    }
     let mut exclude = f.path.clone();
     let mut last = ForwardError::NoRoute;
     for _ in 0..ATTEMPTS {
@@ -193,6 +198,14 @@ pub async fn forward(
                     choice.next_hop.short(),
                     resp.status()
                 ));
+                if resp.status() == StatusCode::NOT_FOUND && choice.next_hop == choice.holder {
+                    // the holder itself says it has none (evicted): asking
+                    // others on its behalf would only search the mesh
+                    holders.retain(|h| *h != choice.holder);
+                    if holders.is_empty() {
+                        return Err(ForwardError::NoRoute);
+                    }
+                }
             }
             Err(e) => last = ForwardError::Failed(e.to_string()),
         }
@@ -224,8 +237,10 @@ fn nearest_neighbour(view: &MeshView, exclude: &[NodeId]) -> Option<NodeId> {
 
 /// Nodes that hold `rec`'s content: its origin, and for essential items
 /// every node (they copy them as soon as they learn of them).
+/// Never this node itself (it is asking because it has none).
 fn holders(view: &MeshView, rec: &Signed) -> Vec<NodeId> {
     let mut v = vec![rec.record.origin];
+    v.retain(|h| *h != view.node);
     if rec.record.priority() == Some(Priority::Essential) {
         let topo = view.topology.read().expect("lock").clone();
         v.extend(

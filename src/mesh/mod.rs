@@ -60,15 +60,25 @@ pub struct Mesh {
 pub enum Cmd {
     /// A URL changed in the local store through the control socket: sign a
     /// record (or a deletion) for it.
-    LocalChanged(
-        String,
-        Option<crate::sync::record::Fetched>,
-        oneshot::Sender<()>,
-    ),
+    LocalChanged(String, oneshot::Sender<()>),
+    /// External content this node fetched and stored: sign a record from the
+    /// stored entry itself (it may be evicted again before the task runs).
+    Fetched(Box<FetchedEntry>, oneshot::Sender<()>),
     /// Signed records pushed by a peer.
     Records(Vec<Signed>),
     /// A client asked for a URL (demand for popular items).
     Requested(String),
+}
+
+/// What [`Cmd::Fetched`] signs.
+#[derive(Debug)]
+pub struct FetchedEntry {
+    /// The entry as stored.
+    pub entry: crate::catalog::Entry,
+    /// Its chunk hashes (empty for one chunk).
+    pub manifest: Vec<crate::catalog::ContentHash>,
+    /// Its freshness from the origin.
+    pub fetched: crate::sync::record::Fetched,
 }
 
 /// One row of the peer table (`GET /api/v1/peers`, `meshctl peers`).
@@ -212,19 +222,18 @@ impl MeshView {
 impl Mesh {
     /// Tells the mesh a URL changed locally; returns once its record is signed.
     pub async fn local_changed(&self, url: &str) {
-        self.local_fetched(url, None).await
+        self.ask(|tx| Cmd::LocalChanged(url.to_string(), tx)).await
     }
 
-    /// [`Mesh::local_changed`] for external content fetched (or revalidated)
-    /// by this node, with its freshness.
-    pub async fn local_fetched(&self, url: &str, fetched: Option<crate::sync::record::Fetched>) {
+    /// External content fetched by this node and stored as `entry`; returns
+    /// once its record (with the origin's freshness) is signed.
+    pub async fn local_fetched(&self, fetched: FetchedEntry) {
+        self.ask(|tx| Cmd::Fetched(Box::new(fetched), tx)).await
+    }
+
+    async fn ask(&self, cmd: impl FnOnce(oneshot::Sender<()>) -> Cmd) {
         let (tx, rx) = oneshot::channel();
-        if self
-            .tx
-            .send(Cmd::LocalChanged(url.to_string(), fetched, tx))
-            .await
-            .is_ok()
-        {
+        if self.tx.send(cmd(tx)).await.is_ok() {
             let _stopped_is_fine = rx.await;
         }
     }

@@ -702,14 +702,24 @@ impl Task {
 
     fn on_cmd(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::LocalChanged(url, fetched, done) => {
-                if let Some(s) = self.own_record(&url, fetched) {
-                    let id = s.id;
-                    self.insert(vec![s], false);
-                    self.pending_announce.push(id);
-                    if Instant::now() >= self.announce_hold {
-                        self.flush_announce();
-                    }
+            Cmd::LocalChanged(url, done) => {
+                if let Some(s) = self.own_record(&url) {
+                    self.announce_own(s);
+                }
+                let _caller_gone = done.send(());
+            }
+            Cmd::Fetched(f, done) => {
+                let own = self
+                    .view
+                    .catalog
+                    .read()
+                    .expect("lock")
+                    .own(&f.entry.url, &self.me)
+                    .cloned();
+                if let Some(s) =
+                    self.record_for(&f.entry, &f.manifest, own.as_ref(), Some(f.fetched))
+                {
+                    self.announce_own(s);
                 }
                 let _caller_gone = done.send(());
             }
@@ -727,6 +737,16 @@ impl Task {
                     self.demand_dirty = true;
                 }
             }
+        }
+    }
+
+    /// Inserts a record of our own and announces it (batched).
+    fn announce_own(&mut self, s: Signed) {
+        let id = s.id;
+        self.insert(vec![s], false);
+        self.pending_announce.push(id);
+        if Instant::now() >= self.announce_hold {
+            self.flush_announce();
         }
     }
 
@@ -891,52 +911,61 @@ impl Task {
     /// Our record for `url` if the store's state differs from the catalog's.
     /// `fetched`: new freshness for external content; otherwise what our
     /// record of the same content said stays.
-    fn own_record(&self, url: &str, fetched: Option<record::Fetched>) -> Option<Signed> {
+    fn own_record(&self, url: &str) -> Option<Signed> {
         let cat = self.view.catalog.read().expect("lock");
         let own = cat.own(url, &self.me);
-        let live = self.store.get(url);
-        let me_hex = self.me.to_hex();
-        match live {
-            Some(e) if e.fields().origin == me_hex => {
-                let f = e.fields();
-                if f.access == Access::Private {
-                    return tombstone(&cat, own, url, &self.me)
-                        .map(|r| r.sign(|b| self.client_sign(b)));
-                }
-                let content = Content {
-                    hash: f.hash.0,
-                    size: f.size,
-                    manifest_root: (!e.manifest.is_empty())
-                        .then(|| record::manifest_root(&e.manifest)),
-                    content_type: f.content_type.clone(),
-                    priority: f.priority as u8,
-                    access: f.access.to_u8(),
-                    tags: f.tags.clone(),
-                    fetched: fetched.or_else(|| {
-                        own.and_then(|o| o.record.content.as_ref())
-                            .filter(|c| c.hash == f.hash.0)
-                            .and_then(|c| c.fetched.clone())
-                    }),
-                };
-                if own.is_some_and(|o| {
-                    o.record.version == f.version && o.record.content.as_ref() == Some(&content)
-                }) {
-                    return None;
-                }
-                Some(
-                    Record {
-                        origin: self.me,
-                        url: url.to_string(),
-                        version: f.version.max(own.map_or(0, |o| o.record.version + 1)),
-                        published_ms: f.timestamp_ms,
-                        content: Some(content),
-                    }
-                    .sign(|b| self.client_sign(b)),
-                )
+        match self.store.get(url) {
+            Some(e) if e.fields().origin == self.me.to_hex() => {
+                self.record_for(e.fields(), &e.manifest, own, None)
             }
             Some(_) => None, // another origin's version is held; ours stands in the catalog
             None => tombstone(&cat, own, url, &self.me).map(|r| r.sign(|b| self.client_sign(b))),
         }
+    }
+
+    /// The record for own content `f` (a deletion when it is private), or
+    /// `None` when `own`, our record in the catalog, already says the same.
+    /// `fetched` defaults to what `own` says for the same content.
+    fn record_for(
+        &self,
+        f: &crate::catalog::Entry,
+        manifest: &[crate::catalog::ContentHash],
+        own: Option<&Arc<Signed>>,
+        fetched: Option<record::Fetched>,
+    ) -> Option<Signed> {
+        if f.access == Access::Private {
+            let cat = self.view.catalog.read().expect("lock");
+            return tombstone(&cat, own, &f.url, &self.me).map(|r| r.sign(|b| self.client_sign(b)));
+        }
+        let content = Content {
+            hash: f.hash.0,
+            size: f.size,
+            manifest_root: (!manifest.is_empty()).then(|| record::manifest_root(manifest)),
+            content_type: f.content_type.clone(),
+            priority: f.priority as u8,
+            access: f.access.to_u8(),
+            tags: f.tags.clone(),
+            fetched: fetched.or_else(|| {
+                own.and_then(|o| o.record.content.as_ref())
+                    .filter(|c| c.hash == f.hash.0)
+                    .and_then(|c| c.fetched.clone())
+            }),
+        };
+        if own.is_some_and(|o| {
+            o.record.version == f.version && o.record.content.as_ref() == Some(&content)
+        }) {
+            return None;
+        }
+        Some(
+            Record {
+                origin: self.me,
+                url: f.url.clone(),
+                version: f.version.max(own.map_or(0, |o| o.record.version + 1)),
+                published_ms: f.timestamp_ms,
+                content: Some(content),
+            }
+            .sign(|b| self.client_sign(b)),
+        )
     }
 
     fn client_sign(&self, b: &[u8]) -> [u8; 64] {
@@ -972,9 +1001,12 @@ impl Task {
                     .map(|r| r.record.url.clone()),
             );
         }
+        // fetched external pages the store evicted keep their records:
+        // eviction is not deletion, other nodes may hold copies
         let recs: Vec<Signed> = urls
             .iter()
-            .filter_map(|u| self.own_record(u, None))
+            .filter(|u| self.store.get(u).is_some() || !crate::catalog::is_external_url(u))
+            .filter_map(|u| self.own_record(u))
             .collect();
         if !recs.is_empty() {
             tracing::info!(records = recs.len(), "signed records for own content");

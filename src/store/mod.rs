@@ -686,7 +686,7 @@ impl Actor {
                     score: policy::bump(s, at, now, unflushed),
                     protected: f.priority == Priority::Essential
                         || f.pinned
-                        || f.origin == self.own
+                        || (f.origin == self.own && !crate::catalog::is_external_url(&f.url))
                         || f.quarantined
                         || Some(f.url.as_str()) == except,
                 }
