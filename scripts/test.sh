@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 # What the tests use from Debian: systemd-analyze (unit check), and the tools
 # of the later subsystems' tests as they land.
-APT_PACKAGES=(systemd iproute2 curl ca-certificates tcpdump python3 util-linux)
+APT_PACKAGES=(systemd iproute2 curl ca-certificates tcpdump python3 util-linux iperf3)
 
 step() { printf '\n==> %s\n' "$*"; }
 

@@ -150,7 +150,13 @@ impl Daemon {
             &tasks,
         )
         .await?;
+        let (shaping, shaping_task) =
+            crate::shaping::spawn(&cfg.shaping, &state_dir, background.child_token());
+        tasks.spawn(async move {
+            let _finished_or_panicked = shaping_task.await;
+        });
         let app = Arc::new(App {
+            shaping,
             proxy: cfg.proxy.clone(),
             node: NodeInfo {
                 name: cfg.node_name(),

@@ -43,6 +43,7 @@ pub mod mesh;
 pub mod node;
 pub mod proxy;
 pub mod routing;
+pub mod shaping;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -9,6 +9,7 @@
 //! anything. The routes are documented in docs/API.md.
 
 pub mod client;
+mod clients;
 mod content;
 mod control;
 mod mesh;
@@ -115,6 +116,8 @@ pub struct App {
     pub mesh: crate::mesh::Mesh,
     /// `[proxy]` settings.
     pub proxy: crate::config::ProxyConfig,
+    /// Per-client shaping, usage and quotas.
+    pub shaping: crate::shaping::Shaping,
 }
 
 /// An error as the API reports it: a status and a message that is safe to show.
@@ -223,6 +226,9 @@ impl App {
         }
         if mesh::handles(&path) {
             return mesh::dispatch(self, req).await;
+        }
+        if clients::handles(&path) {
+            return clients::dispatch(self, caller, req).await;
         }
         only_get(&req)?;
         match path.as_str() {
@@ -510,6 +516,31 @@ impl App {
             &[(
                 String::new(),
                 conn.gateway.as_ref().is_some_and(|g| g.installed) as u64,
+            )],
+        );
+        let sh = self.shaping.status();
+        metric(
+            "meshnode_shaping_active",
+            "gauge",
+            "1 while per-client shaping classes are in the kernel.",
+            &[(String::new(), sh.active as u64)],
+        );
+        metric(
+            "meshnode_shaping_clients",
+            "gauge",
+            "Clients with a shaping class now.",
+            &[(
+                String::new(),
+                sh.clients.iter().filter(|c| c.active).count() as u64,
+            )],
+        );
+        metric(
+            "meshnode_shaping_throttled_clients",
+            "gauge",
+            "Clients held at the throttle rate for being over quota.",
+            &[(
+                String::new(),
+                sh.clients.iter().filter(|c| c.throttled).count() as u64,
             )],
         );
         let m = &self.mesh.view.counters;

@@ -51,6 +51,27 @@ enum Cmd {
         output: Option<PathBuf>,
     },
     /// The mesh topology: nodes and links with RTT, loss and kind.
+    /// Per-client usage, quota and current share (shaping); one client
+    /// with its address.
+    Usage {
+        /// A client's IPv4 address.
+        ip: Option<String>,
+    },
+    /// Set a client's quotas (instead of the configured ones), or clear them.
+    #[command(group(clap::ArgGroup::new("what").required(true).multiple(true).args(["daily", "monthly", "clear"])))]
+    Quota {
+        /// The client's IPv4 address.
+        ip: String,
+        /// Per day (UTC), up and down together, e.g. `2GiB`.
+        #[arg(long)]
+        daily: Option<String>,
+        /// Per calendar month, e.g. `30GiB`.
+        #[arg(long)]
+        monthly: Option<String>,
+        /// Back to the configured quotas.
+        #[arg(long, conflicts_with_all = ["daily", "monthly"])]
+        clear: bool,
+    },
     Topology {
         /// Print GraphViz DOT (`meshctl topology --dot | dot -Tsvg > mesh.svg`).
         #[arg(long)]
@@ -164,6 +185,30 @@ async fn run(args: &Args) -> Result<(), ClientError> {
             // not JSON: the client hands the text back as a JSON string
             let v = c.get("/api/v1/topology?format=dot").await?;
             print!("{}", v.as_str().unwrap_or_default());
+        }
+        Cmd::Usage { ip: None } => out(&c.get("/api/v1/clients").await?, &human_usage),
+        Cmd::Usage { ip: Some(ip) } => out(&c.get(&format!("/api/v1/clients/{ip}")).await?, &|v| {
+            human_clients(std::slice::from_ref(v))
+        }),
+        Cmd::Quota {
+            ip,
+            daily,
+            monthly,
+            clear,
+        } => {
+            let body = if *clear {
+                serde_json::json!({})
+            } else {
+                serde_json::json!({ "daily": daily, "monthly": monthly })
+            };
+            let v = c
+                .call(
+                    Method::PUT,
+                    &format!("/api/v1/clients/{ip}/quota"),
+                    meshnode::api::full(serde_json::to_vec(&body).expect("json")),
+                )
+                .await?;
+            out(&v, &|v| human_clients(std::slice::from_ref(v)));
         }
         Cmd::Topology { dot: false } => out(&c.get("/api/v1/topology").await?, &human_topology),
         Cmd::Reload => out(
@@ -400,6 +445,69 @@ fn human_mode(v: &Value) -> String {
     }
     if let Some(why) = c["failover_off"].as_str() {
         s += &format!("failover:  off: {why}\n");
+    }
+    s
+}
+
+fn human_usage(v: &Value) -> String {
+    let mut s = if v["active"].as_bool() == Some(true) {
+        format!(
+            "shaping:   on ({}; down {} bit/s, up {} bit/s)\n",
+            v["interfaces"]
+                .as_array()
+                .map(|a| a.iter().map(str_of).collect::<Vec<_>>().join(", "))
+                .unwrap_or_default(),
+            v["downlink_bps"],
+            v["uplink_bps"]
+        )
+    } else {
+        format!(
+            "shaping:   off ({})\n",
+            v["reason"].as_str().unwrap_or("not started yet")
+        )
+    };
+    s += &human_clients(v["clients"].as_array().map_or(&[][..], |a| &a[..]));
+    s
+}
+
+fn human_clients(list: &[Value]) -> String {
+    let mib = |v: &Value| format!("{:.1} MiB", v.as_f64().unwrap_or(0.0) / 1048576.0);
+    let mbit = |v: &Value| format!("{:.2}", v.as_f64().unwrap_or(0.0) / 1e6);
+    let mut s = format!(
+        "{:<16} {:<7} {:>12} {:>12} {:>12} {:>16} {:>16}\n",
+        "CLIENT", "STATE", "TODAY", "MONTH", "LEFT", "DOWN NOW/SHARE", "UP NOW/SHARE"
+    );
+    for c in list {
+        let u = &c["usage"];
+        let today = u["day_up"].as_u64().unwrap_or(0) + u["day_down"].as_u64().unwrap_or(0);
+        let month = u["month_up"].as_u64().unwrap_or(0) + u["month_down"].as_u64().unwrap_or(0);
+        let state = match (c["active"].as_bool(), c["throttled"].as_bool()) {
+            (_, Some(true)) => "THROTL",
+            (Some(true), _) => "active",
+            _ => "idle",
+        };
+        s += &format!(
+            "{:<16} {:<7} {:>12} {:>12} {:>12} {:>16} {:>16}\n",
+            str_of(&c["ip"]),
+            state,
+            mib(&today.into()),
+            mib(&month.into()),
+            if c["remaining"].is_null() {
+                "no quota".into()
+            } else {
+                mib(&c["remaining"])
+            },
+            format!(
+                "{}/{} Mb",
+                mbit(&c["rate_down_bps"]),
+                mbit(&c["share_down_bps"])
+            ),
+            format!(
+                "{}/{} Mb",
+                mbit(&c["rate_up_bps"]),
+                mbit(&c["share_up_bps"])
+            ),
+        );
     }
     s
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::node::{Callsign, Label};
-pub use units::{ByteSize, DurationStr};
+pub use units::{BitRate, ByteSize, DurationStr};
 
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/meshnode.toml";
@@ -74,6 +74,130 @@ pub struct Config {
     /// `[proxy]`: the forward proxy for external plain-HTTP content.
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// `[shaping]`: per-client bandwidth fairness and quotas in the kernel.
+    #[serde(default)]
+    pub shaping: ShapingConfig,
+}
+
+/// `[shaping]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShapingConfig {
+    /// Shape the LAN's clients. Needs CAP_NET_ADMIN; without it (or with
+    /// this off) the node runs unshaped and says so once.
+    #[serde(default)]
+    pub enabled: bool,
+    /// LAN-facing interfaces: downloads are shaped on their egress, uploads
+    /// on an IFB device their ingress is redirected to.
+    #[serde(default = "default_shaping_interfaces")]
+    pub interfaces: Vec<String>,
+    /// Total rate the clients may upload (the uplink's, a little under it).
+    #[serde(default = "default_uplink")]
+    pub uplink: BitRate,
+    /// Total rate the clients may download.
+    #[serde(default = "default_downlink")]
+    pub downlink: BitRate,
+    /// Floor of a client's guaranteed share (the fair share is the link
+    /// rate divided among the active clients).
+    #[serde(default = "default_client_min")]
+    pub client_min: BitRate,
+    /// What one client may borrow up to when others are idle, as a
+    /// fraction of the link (0 < x <= 1).
+    #[serde(default = "one")]
+    pub client_ceil: Fraction,
+    /// Guaranteed to the priority class (essential / emergency traffic:
+    /// `priority_hosts` and DSCP EF), which is never starved.
+    #[serde(default = "default_priority_share")]
+    pub priority_share: Fraction,
+    /// Addresses whose traffic goes to the priority class.
+    #[serde(default)]
+    pub priority_hosts: Vec<std::net::Ipv4Addr>,
+    /// Addresses never shaped as clients (e.g. other routers): their
+    /// traffic goes to the default class.
+    #[serde(default)]
+    pub exempt: Vec<std::net::Ipv4Addr>,
+    /// Per client per day (UTC), up and down together; none when absent.
+    #[serde(default)]
+    pub daily_quota: Option<ByteSize>,
+    /// Per client per calendar month (UTC).
+    #[serde(default)]
+    pub monthly_quota: Option<ByteSize>,
+    /// Rate of a client over its quota, until the period rolls over.
+    #[serde(default = "default_throttle")]
+    pub throttle: BitRate,
+    /// A client's class goes when it has carried nothing for this long and
+    /// the neighbour table no longer calls it reachable.
+    #[serde(default = "default_idle_after")]
+    pub idle_after: DurationStr,
+    /// Between neighbour-table scans and counter reads.
+    #[serde(default = "default_scan_interval")]
+    pub scan_interval: DurationStr,
+}
+
+/// A fraction in (0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Fraction(pub f64);
+
+impl<'de> Deserialize<'de> for Fraction {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        if v > 0.0 && v <= 1.0 {
+            Ok(Fraction(v))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{v} is not a fraction in (0, 1]"
+            )))
+        }
+    }
+}
+
+fn default_shaping_interfaces() -> Vec<String> {
+    vec!["br-lan".into()]
+}
+fn default_uplink() -> BitRate {
+    BitRate(20_000_000)
+}
+fn default_downlink() -> BitRate {
+    BitRate(50_000_000)
+}
+fn default_client_min() -> BitRate {
+    BitRate(256_000)
+}
+fn one() -> Fraction {
+    Fraction(1.0)
+}
+fn default_priority_share() -> Fraction {
+    Fraction(0.1)
+}
+fn default_throttle() -> BitRate {
+    BitRate(1_000_000)
+}
+fn default_idle_after() -> DurationStr {
+    DurationStr(Duration::from_secs(300))
+}
+fn default_scan_interval() -> DurationStr {
+    DurationStr(Duration::from_secs(2))
+}
+
+impl Default for ShapingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interfaces: default_shaping_interfaces(),
+            uplink: default_uplink(),
+            downlink: default_downlink(),
+            client_min: default_client_min(),
+            client_ceil: one(),
+            priority_share: default_priority_share(),
+            priority_hosts: Vec::new(),
+            exempt: Vec::new(),
+            daily_quota: None,
+            monthly_quota: None,
+            throttle: default_throttle(),
+            idle_after: default_idle_after(),
+            scan_interval: default_scan_interval(),
+        }
+    }
 }
 
 /// `[connectivity]`
@@ -569,6 +693,9 @@ impl Config {
         }
         if self.proxy != new.proxy {
             keys.push("proxy");
+        }
+        if self.shaping != new.shaping {
+            keys.push("shaping");
         }
         keys
     }

@@ -92,6 +92,98 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// A bit rate, written as in `tc`: `"20mbit"`, `"512kbit"`, `"1gbit"` or
+/// `"64000"` / a bare integer (bits per second). `k`/`m`/`g` are powers of
+/// 1000; `bps` means bytes per second (`"1mbps"` = 8 Mbit/s), also as in `tc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BitRate(pub u64);
+
+impl BitRate {
+    /// Parses the string form.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        if num.is_empty() {
+            return Err(format!(
+                "invalid rate {s:?}: expected a number such as \"20mbit\""
+            ));
+        }
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid rate {s:?}: number too large"))?;
+        let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "bit" => 1,
+            "k" | "kbit" => 1_000,
+            "m" | "mbit" => 1_000_000,
+            "g" | "gbit" => 1_000_000_000,
+            "bps" => 8,
+            "kbps" => 8_000,
+            "mbps" => 8_000_000,
+            "gbps" => 8_000_000_000,
+            _ => {
+                return Err(format!(
+                    "invalid rate {s:?}: unknown unit {:?} (use bit, kbit, mbit, gbit, or bps, kbps, mbps, gbps for bytes)",
+                    unit.trim()
+                ));
+            }
+        };
+        match n.checked_mul(mult) {
+            Some(0) => Err(format!("invalid rate {s:?}: must be above zero")),
+            Some(v) => Ok(BitRate(v)),
+            None => Err(format!("invalid rate {s:?}: too large")),
+        }
+    }
+
+    /// Bytes per second.
+    pub fn bytes_per_sec(self) -> u64 {
+        self.0 / 8
+    }
+}
+
+impl fmt::Display for BitRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (name, size) in [
+            ("gbit", 1_000_000_000),
+            ("mbit", 1_000_000),
+            ("kbit", 1_000),
+        ] {
+            if self.0 >= size && self.0.is_multiple_of(size) {
+                return write!(f, "{}{name}", self.0 / size);
+            }
+        }
+        write!(f, "{}bit", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for BitRate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = BitRate;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a rate such as \"20mbit\" or a number of bits per second")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<BitRate, E> {
+                u64::try_from(v)
+                    .ok()
+                    .filter(|v| *v > 0)
+                    .map(BitRate)
+                    .ok_or_else(|| E::custom("a rate must be above zero"))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<BitRate, E> {
+                (v > 0)
+                    .then_some(BitRate(v))
+                    .ok_or_else(|| E::custom("a rate must be above zero"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BitRate, E> {
+                BitRate::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A duration written as `"500ms"`, `"5s"`, `"10m"`, `"24h"` or `"7d"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DurationStr(pub Duration);
@@ -154,6 +246,19 @@ mod tests {
         );
         assert_eq!(ByteSize(2 << 30).to_string(), "2GiB");
         assert_eq!(ByteSize(1000).to_string(), "1000B");
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(BitRate::parse("20mbit"), Ok(BitRate(20_000_000)));
+        assert_eq!(BitRate::parse("512kbit"), Ok(BitRate(512_000)));
+        assert_eq!(BitRate::parse("1mbps"), Ok(BitRate(8_000_000)));
+        assert_eq!(BitRate::parse("64000"), Ok(BitRate(64_000)));
+        assert_eq!(BitRate(50_000_000).to_string(), "50mbit");
+        assert_eq!(BitRate(20_000_000).bytes_per_sec(), 2_500_000);
+        assert!(BitRate::parse("0mbit").unwrap_err().contains("above zero"));
+        assert!(BitRate::parse("20mb").unwrap_err().contains("unknown unit"));
+        assert!(BitRate::parse("fast").is_err());
     }
 
     #[test]

@@ -1,0 +1,584 @@
+//! The shaping task: the one owner of the kernel's shaping state, the
+//! client table and the usage database.
+//!
+//! Every `scan_interval` it reads the neighbour table of the LAN interfaces
+//! (clients appear there), reads the classes' byte counters (usage: the LAN
+//! interface's classes count downloads, its IFB's classes uploads), applies
+//! quotas, plans both trees ([`super::share::tree`]) and applies the
+//! difference to what it last applied ([`super::plan::diff`]): a client
+//! joining, leaving or crossing its quota changes only its own class, its
+//! filter and the other classes' rates, in place.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::plan::{Dir, Tree, diff};
+use super::quota::{Quota, Usage};
+use super::share::{ClientShape, Minors, client_share};
+use super::tc::Tc;
+use super::usage::{Row, UsageDb};
+use crate::config::ShapingConfig;
+
+/// Rows are written at least this often (and at stop).
+const SAVE_EVERY: Duration = Duration::from_secs(30);
+
+/// The shaping state as the API shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    /// `[shaping] enabled`.
+    pub enabled: bool,
+    /// Classes are in the kernel.
+    pub active: bool,
+    /// Why shaping is off, when it is.
+    pub reason: Option<String>,
+    /// Shaped LAN interfaces.
+    pub interfaces: Vec<String>,
+    /// Total download rate, bits per second.
+    pub downlink_bps: u64,
+    /// Total upload rate, bits per second.
+    pub uplink_bps: u64,
+    /// Every client with usage on record, active ones first.
+    pub clients: Vec<ClientStatus>,
+}
+
+/// One client (`GET /api/v1/clients/{ip}`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClientStatus {
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Has a class now.
+    pub active: bool,
+    /// Over quota: held at `[shaping] throttle`.
+    pub throttled: bool,
+    /// Counted bytes.
+    pub usage: Usage,
+    /// Quotas that apply (set for it, or the configured ones).
+    pub quota: Quota,
+    /// Whether `quota` was set for this client (`meshctl quota`).
+    pub quota_set: bool,
+    /// Bytes left before a quota bites; none when no quota applies.
+    pub remaining: Option<u64>,
+    /// Guaranteed download rate now, bits per second.
+    pub share_down_bps: u64,
+    /// Download ceiling now, bits per second.
+    pub ceil_down_bps: u64,
+    /// Guaranteed upload rate now, bits per second.
+    pub share_up_bps: u64,
+    /// Upload ceiling now, bits per second.
+    pub ceil_up_bps: u64,
+    /// Measured over the last scan, bits per second.
+    pub rate_down_bps: u64,
+    /// Measured over the last scan, bits per second.
+    pub rate_up_bps: u64,
+}
+
+/// Commands to the task.
+#[derive(Debug)]
+enum Cmd {
+    SetQuota(Ipv4Addr, Option<Quota>, oneshot::Sender<ClientStatus>),
+}
+
+/// Handle on the shaping task.
+#[derive(Debug, Clone)]
+pub struct Shaping {
+    tx: Option<mpsc::Sender<Cmd>>,
+    view: Arc<RwLock<Status>>,
+}
+
+impl Shaping {
+    /// The current state.
+    pub fn status(&self) -> Status {
+        self.view.read().expect("lock").clone()
+    }
+
+    /// One client's state.
+    pub fn client(&self, ip: Ipv4Addr) -> Option<ClientStatus> {
+        self.view
+            .read()
+            .expect("lock")
+            .clients
+            .iter()
+            .find(|c| c.ip == ip)
+            .cloned()
+    }
+
+    /// Sets (`Some`) or clears (`None`: the configured ones apply again) a
+    /// client's quotas.
+    pub async fn set_quota(&self, ip: Ipv4Addr, q: Option<Quota>) -> Result<ClientStatus, String> {
+        let Some(tx) = &self.tx else {
+            return Err(self
+                .status()
+                .reason
+                .unwrap_or_else(|| "shaping is off".into()));
+        };
+        let (r, rx) = oneshot::channel();
+        tx.send(Cmd::SetQuota(ip, q, r))
+            .await
+            .map_err(|_| "the shaping task has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the shaping task has stopped".to_string())
+    }
+}
+
+/// Starts shaping (or records why not). The task stops, removing every
+/// qdisc, class and IFB device of ours, when `stop` is cancelled; the
+/// returned join handle finishes after that.
+pub fn spawn(
+    cfg: &ShapingConfig,
+    state_dir: &Path,
+    stop: CancellationToken,
+) -> (Shaping, tokio::task::JoinHandle<()>) {
+    let view = Arc::new(RwLock::new(Status {
+        enabled: cfg.enabled,
+        interfaces: cfg.interfaces.clone(),
+        downlink_bps: cfg.downlink.0,
+        uplink_bps: cfg.uplink.0,
+        ..Default::default()
+    }));
+    let off = |reason: String, view: Arc<RwLock<Status>>| {
+        tracing::info!("shaping is off: {reason}");
+        view.write().expect("lock").reason = Some(reason);
+        (Shaping { tx: None, view }, tokio::spawn(async {}))
+    };
+    if !cfg.enabled {
+        return off(
+            "disabled in the configuration ([shaping] enabled = false)".into(),
+            view,
+        );
+    }
+    let db = match UsageDb::open(state_dir).and_then(|db| db.load().map(|rows| (db, rows))) {
+        Ok(x) => x,
+        Err(e) => return off(format!("cannot open the usage database: {e}"), view),
+    };
+    let (tx, rx) = mpsc::channel(16);
+    let cfg = cfg.clone();
+    let v = view.clone();
+    let join = tokio::spawn(async move {
+        let mut t = match Task::start(cfg, v.clone(), db.0, db.1).await {
+            Ok(t) => t,
+            Err(reason) => {
+                tracing::warn!("shaping is off: {reason}");
+                v.write().expect("lock").reason = Some(reason);
+                return;
+            }
+        };
+        t.run(rx, stop).await;
+    });
+    (Shaping { tx: Some(tx), view }, join)
+}
+
+/// A LAN interface and its IFB.
+#[derive(Debug)]
+struct Iface {
+    name: String,
+    index: u32,
+    ifb: String,
+    ifb_index: u32,
+    /// What we last applied: downloads (LAN egress), uploads (IFB egress).
+    down: Option<Tree>,
+    up: Option<Tree>,
+}
+
+#[derive(Debug)]
+struct Client {
+    iface: u32,
+    minor: u16,
+    last_down: Option<u64>,
+    last_up: Option<u64>,
+    last_active: Instant,
+    rate_down: u64,
+    rate_up: u64,
+}
+
+struct Task {
+    cfg: ShapingConfig,
+    view: Arc<RwLock<Status>>,
+    tc: Tc,
+    neigh: rtnetlink::Handle,
+    ifaces: Vec<Iface>,
+    /// In a mutex only to make `Task` `Sync` (SQLite's connection is not);
+    /// this task is its one user.
+    db: std::sync::Mutex<UsageDb>,
+    rows: BTreeMap<Ipv4Addr, Row>,
+    clients: BTreeMap<Ipv4Addr, Client>,
+    minors: Minors,
+    last_scan: Instant,
+    last_save: Instant,
+}
+
+fn wall_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Task {
+    async fn start(
+        cfg: ShapingConfig,
+        view: Arc<RwLock<Status>>,
+        db: UsageDb,
+        rows: BTreeMap<Ipv4Addr, Row>,
+    ) -> Result<Task, String> {
+        let tc = Tc::connect().await.map_err(|e| e.to_string())?;
+        let (conn, neigh, _) =
+            rtnetlink::new_connection().map_err(|e| format!("netlink socket: {e}"))?;
+        tokio::spawn(conn);
+        let mut ifaces = Vec::new();
+        let mut minors = Minors::default();
+        for (i, name) in cfg.interfaces.iter().enumerate() {
+            let index = tc
+                .ifindex(name)
+                .await
+                .map_err(|e| format!("interface {name}: {e}"))?;
+            let ifb = format!("mnifb{i}");
+            let ifb_index = tc.ensure_ifb(&ifb).await.map_err(|e| {
+                if e.to_string().contains("Operation not permitted") {
+                    format!("no CAP_NET_ADMIN to shape {name} ({e})")
+                } else {
+                    format!("creating {ifb} for {name}'s uploads: {e}")
+                }
+            })?;
+            tc.redirect_ingress(index, ifb_index)
+                .await
+                .map_err(|e| format!("redirecting {name}'s ingress to {ifb}: {e}"))?;
+            // adopt our classes from an earlier run, so counters carry on
+            let down = tc
+                .read_tree(index)
+                .await
+                .map_err(|e| format!("{name}: {e}"))?;
+            let up = tc
+                .read_tree(ifb_index)
+                .await
+                .map_err(|e| format!("{ifb}: {e}"))?;
+            if let Some(t) = &down {
+                for f in &t.filters {
+                    minors.adopt(f.ip, f.class);
+                }
+            }
+            ifaces.push(Iface {
+                name: name.clone(),
+                index,
+                ifb,
+                ifb_index,
+                down,
+                up,
+            });
+        }
+        tracing::info!(interfaces = ?cfg.interfaces, downlink = %cfg.downlink, uplink = %cfg.uplink, "shaping on");
+        let now = Instant::now();
+        Ok(Task {
+            cfg,
+            view,
+            tc,
+            neigh,
+            ifaces,
+            db: std::sync::Mutex::new(db),
+            rows,
+            clients: BTreeMap::new(),
+            minors,
+            last_scan: now,
+            last_save: now,
+        })
+    }
+
+    async fn run(&mut self, mut rx: mpsc::Receiver<Cmd>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.cfg.scan_interval.0);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => self.scan().await,
+                Some(cmd) = rx.recv() => match cmd {
+                    Cmd::SetQuota(ip, q, reply) => {
+                        self.rows.entry(ip).or_default().quota = q;
+                        self.save();
+                        self.scan().await;
+                        let st = self.client_status(ip);
+                        let _gone = reply.send(st);
+                    }
+                },
+            }
+        }
+        self.save();
+        for i in &self.ifaces {
+            for (what, idx) in [(&i.name, i.index), (&i.ifb, i.ifb_index)] {
+                if let Err(e) = self.tc.remove(idx).await {
+                    tracing::warn!(interface = %what, error = %e, "removing shaping failed");
+                }
+            }
+            if let Err(e) = self.tc.delete_link(&i.ifb).await {
+                tracing::warn!(interface = %i.ifb, error = %e, "removing the IFB device failed");
+            }
+        }
+        tracing::info!("shaping removed");
+    }
+
+    fn quota_of(&self, ip: &Ipv4Addr) -> (Quota, bool) {
+        match self.rows.get(ip).and_then(|r| r.quota) {
+            Some(q) => (q, true),
+            None => (
+                Quota {
+                    daily: self.cfg.daily_quota.map(|b| b.0),
+                    monthly: self.cfg.monthly_quota.map(|b| b.0),
+                },
+                false,
+            ),
+        }
+    }
+
+    /// Reads the neighbour tables: IPv4 neighbours on our interfaces that
+    /// the kernel considers present, with whether they are in active use.
+    async fn neighbours(&self) -> Vec<(u32, Ipv4Addr, bool)> {
+        let mut out = Vec::new();
+        let mut dump = self.neigh.neighbours().get().execute();
+        loop {
+            match dump.try_next().await {
+                Ok(Some(m)) => {
+                    let idx = m.header.ifindex;
+                    if !self.ifaces.iter().any(|i| i.index == idx) {
+                        continue;
+                    }
+                    let busy = match m.header.state {
+                        NeighbourState::Reachable
+                        | NeighbourState::Delay
+                        | NeighbourState::Probe => true,
+                        NeighbourState::Stale | NeighbourState::Permanent => false,
+                        _ => continue,
+                    };
+                    for a in &m.attributes {
+                        if let NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) = a {
+                            out.push((idx, *ip, busy));
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the neighbour table failed");
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    async fn scan(&mut self) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last_scan).as_secs_f64().max(0.001);
+        self.last_scan = now;
+        let wall = wall_secs();
+        // clients come with the neighbour table
+        for (iface, ip, busy) in self.neighbours().await {
+            if self.cfg.exempt.contains(&ip) || self.cfg.priority_hosts.contains(&ip) {
+                continue;
+            }
+            if let Some(c) = self.clients.get_mut(&ip) {
+                if busy {
+                    c.last_active = now;
+                }
+                continue;
+            }
+            if !busy {
+                continue; // a stale entry alone does not make a client
+            }
+            let Some(minor) = self.minors.get_or_assign(ip) else {
+                tracing::warn!(client = %ip, "no class left for a new client");
+                continue;
+            };
+            tracing::info!(client = %ip, class = minor, "client joined");
+            self.clients.insert(
+                ip,
+                Client {
+                    iface,
+                    minor,
+                    last_down: None,
+                    last_up: None,
+                    last_active: now,
+                    rate_down: 0,
+                    rate_up: 0,
+                },
+            );
+        }
+        // usage from the class counters
+        let mut down: HashMap<(u32, u16), u64> = HashMap::new();
+        let mut up: HashMap<(u32, u16), u64> = HashMap::new();
+        for i in &self.ifaces {
+            for (idx, map) in [(i.index, &mut down), (i.ifb_index, &mut up)] {
+                match self.tc.class_stats(idx).await {
+                    Ok(stats) => {
+                        for s in stats {
+                            map.insert((i.index, s.minor), s.bytes);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(interface = %i.name, error = %e, "reading class counters failed")
+                    }
+                }
+            }
+        }
+        for (ip, c) in self.clients.iter_mut() {
+            let d = down.get(&(c.iface, c.minor)).copied();
+            let u = up.get(&(c.iface, c.minor)).copied();
+            let dd = match (c.last_down, d) {
+                (Some(a), Some(b)) => super::quota::delta(a, b),
+                _ => 0,
+            };
+            let du = match (c.last_up, u) {
+                (Some(a), Some(b)) => super::quota::delta(a, b),
+                _ => 0,
+            };
+            c.last_down = d.or(c.last_down);
+            c.last_up = u.or(c.last_up);
+            c.rate_down = (dd as f64 * 8.0 / dt) as u64;
+            c.rate_up = (du as f64 * 8.0 / dt) as u64;
+            if dd + du > 0 {
+                c.last_active = now;
+            }
+            self.rows.entry(*ip).or_default().usage.add(wall, du, dd);
+        }
+        for r in self.rows.values_mut() {
+            r.usage.roll(wall);
+        }
+        // clients idle for long enough give their class back
+        let idle = self.cfg.idle_after.0;
+        let gone: Vec<Ipv4Addr> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.last_active) > idle)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in gone {
+            self.clients.remove(&ip);
+            self.minors.release(&ip);
+            tracing::info!(client = %ip, "client left");
+        }
+        self.apply().await;
+        if now.duration_since(self.last_save) >= SAVE_EVERY {
+            self.save();
+        }
+        self.publish();
+    }
+
+    fn shapes(&self, iface: u32) -> Vec<ClientShape> {
+        self.clients
+            .iter()
+            .filter(|(_, c)| c.iface == iface)
+            .map(|(ip, c)| {
+                let (q, _) = self.quota_of(ip);
+                let throttled = self.rows.get(ip).is_some_and(|r| r.usage.over(&q));
+                ClientShape {
+                    ip: *ip,
+                    minor: c.minor,
+                    throttled,
+                }
+            })
+            .collect()
+    }
+
+    async fn apply(&mut self) {
+        let mut ok = true;
+        for k in 0..self.ifaces.len() {
+            let shapes = self.shapes(self.ifaces[k].index);
+            let down = super::share::tree(
+                &self.cfg,
+                Dir::Dst,
+                self.cfg.downlink.bytes_per_sec(),
+                &shapes,
+            );
+            let up = super::share::tree(
+                &self.cfg,
+                Dir::Src,
+                self.cfg.uplink.bytes_per_sec(),
+                &shapes,
+            );
+            for (is_down, want) in [(true, down), (false, up)] {
+                let i = &self.ifaces[k];
+                let (idx, have, name) = if is_down {
+                    (i.index, &i.down, i.name.clone())
+                } else {
+                    (i.ifb_index, &i.up, i.ifb.clone())
+                };
+                let ops = diff(&want, have.as_ref());
+                if ops.is_empty() {
+                    continue;
+                }
+                let now = match self.tc.apply(idx, &ops).await {
+                    Ok(()) => Some(want),
+                    Err(e) => {
+                        ok = false;
+                        tracing::warn!(interface = %name, error = %e, "applying the shaping tree failed; reading it back");
+                        self.tc.read_tree(idx).await.ok().flatten()
+                    }
+                };
+                let i = &mut self.ifaces[k];
+                *(if is_down { &mut i.down } else { &mut i.up }) = now;
+            }
+        }
+        let mut v = self.view.write().expect("lock");
+        v.active = ok;
+        v.reason =
+            (!ok).then(|| "the kernel refused part of the shaping tree (see the log)".into());
+    }
+
+    fn client_status(&self, ip: Ipv4Addr) -> ClientStatus {
+        let (quota, quota_set) = self.quota_of(&ip);
+        let usage = self.rows.get(&ip).map(|r| r.usage).unwrap_or_default();
+        let c = self.clients.get(&ip);
+        let throttled = usage.over(&quota);
+        let n = c.map_or(0, |c| {
+            self.clients.values().filter(|o| o.iface == c.iface).count()
+        });
+        let (sd, su) = if c.is_some() {
+            (
+                client_share(&self.cfg, self.cfg.downlink.bytes_per_sec(), n, throttled),
+                client_share(&self.cfg, self.cfg.uplink.bytes_per_sec(), n, throttled),
+            )
+        } else {
+            Default::default()
+        };
+        ClientStatus {
+            ip,
+            active: c.is_some(),
+            throttled,
+            usage,
+            quota,
+            quota_set,
+            remaining: usage.remaining(&quota),
+            share_down_bps: sd.rate * 8,
+            ceil_down_bps: sd.ceil * 8,
+            share_up_bps: su.rate * 8,
+            ceil_up_bps: su.ceil * 8,
+            rate_down_bps: c.map_or(0, |c| c.rate_down),
+            rate_up_bps: c.map_or(0, |c| c.rate_up),
+        }
+    }
+
+    fn publish(&self) {
+        let mut list: Vec<ClientStatus> = self
+            .rows
+            .keys()
+            .chain(self.clients.keys())
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|ip| self.client_status(ip))
+            .collect();
+        list.sort_by_key(|c| (!c.active, c.ip));
+        self.view.write().expect("lock").clients = list;
+    }
+
+    fn save(&mut self) {
+        self.last_save = Instant::now();
+        if let Err(e) = self.db.lock().expect("lock").save(&self.rows) {
+            tracing::warn!(error = %e, "saving client usage failed");
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Bandwidth fairness in the kernel, measured with real iperf3 flows between
+//! network namespaces (tests/common/netns.rs). Needs root, iperf3 and tc
+//! (tc only to set up the unshaped comparison and to read the kernel's
+//! state back; meshnode itself speaks netlink). Runs in nextest's `serial`
+//! group: it is a real-time measurement.
+//!
+//! A server S (the "internet") sits behind a router R running meshnode;
+//! eight clients sit on R's LAN. Every client downloads from S at once
+//! (iperf3 -R), two of them with eight parallel streams. The same load runs
+//! twice in one test, behind the same total bottleneck on R's LAN port:
+//! once through one shared TBF queue (no per-client classes), once with
+//! meshnode's shaping. Jain's fairness index of the clients' throughputs
+//! must be at least 0.9 with shaping.
+
+#[path = "common/netns.rs"]
+mod netns;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netns::{Host, Lab};
+use serde_json::Value;
+
+const CLIENTS: usize = 8;
+const RATE_MBIT: u64 = 40;
+const ROUND_SECS: u32 = 8;
+
+fn sh(host: &Host, cmd: &str) -> String {
+    let out = host.exec("sh", &["-c", cmd]);
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// A datagram from `from` to `to`'s discard port: the router forwards it,
+/// resolving `to` in its neighbour table (REACHABLE once `to` answers ARP).
+fn poke(from: &Host, to: std::net::Ipv4Addr) {
+    let out = from.exec(
+        "python3",
+        &[
+            "-c",
+            &format!(
+                "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'hello', ('{to}', 9))"
+            ),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Jain's fairness index: (Σx)² / (n·Σx²); 1 is perfectly fair.
+fn jain(x: &[f64]) -> f64 {
+    let s: f64 = x.iter().sum();
+    let q: f64 = x.iter().map(|v| v * v).sum();
+    s * s / (x.len() as f64 * q)
+}
+
+/// Every client in `who` downloads from the server for `secs` at once;
+/// returns each one's received Mbit/s.
+fn round(server: &Host, clients: &[&Host], who: &[usize], secs: u32) -> Vec<f64> {
+    let children: Vec<_> = who
+        .iter()
+        .map(|&i| {
+            let streams = if i < 2 { "8" } else { "1" };
+            Command::new("ip")
+                .args(["netns", "exec", clients[i].ns(), "iperf3", "-c"])
+                .arg(server.ips()[0].to_string())
+                .args(["-p", &(5201 + i).to_string(), "-R", "-J", "-P", streams])
+                .args(["-t", &secs.to_string(), "--connect-timeout", "3000"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .zip(who)
+        .map(|(c, i)| {
+            let out = c.wait_with_output().unwrap();
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                panic!(
+                    "iperf3 of client {i}: {e}: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+            v["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("iperf3 of client {i}: {v}"))
+                / 1e6
+        })
+        .collect()
+}
+
+async fn clients_api(node: &netns::Node) -> Value {
+    node.control().get("/api/v1/clients").await.unwrap()
+}
+
+fn active(v: &Value) -> Vec<String> {
+    v["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["active"] == true)
+        .map(|c| c["ip"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn wait_for<F, Fut>(what: &str, secs: u64, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if f().await {
+            return t.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_client_classes_share_a_bottleneck_fairly_and_quotas_throttle() {
+    let name = "per_client_classes_share_a_bottleneck_fairly_and_quotas_throttle";
+    if netns::skip_unless_root(name)
+        || netns::skip_unless_tool(name, "iperf3")
+        || netns::skip_unless_tool(name, "tc")
+        || netns::skip_unless_tool(name, "python3")
+    {
+        return;
+    }
+    let lab = Lab::new("shape");
+    let wan = lab.bridge("wan");
+    let lan = lab.bridge("lan");
+    let s = lab.host("s", &[wan]);
+    let r = lab.host("r", &[wan, lan]);
+    let hosts: Vec<Host> = (0..=CLIENTS)
+        .map(|i| lab.host(&format!("c{i}"), &[lan]))
+        .collect();
+    let clients: Vec<&Host> = hosts.iter().collect();
+    let lan_if = r.ifname(lan).to_string();
+    let o = r.ip(lan).octets();
+    let lan_net = format!("{}.{}.{}.0/24", o[0], o[1], o[2]);
+    sh(&r, "sysctl -qw net.ipv4.ip_forward=1");
+    // neighbours fall from REACHABLE to STALE 1-3 s after their last
+    // confirmation, not 15-45 s (the default), so leaving is quick to see
+    sh(
+        &r,
+        &format!(
+            "sysctl -qw net.ipv4.neigh.{}.base_reachable_time_ms=2000",
+            r.ifname(lan)
+        ),
+    );
+    sh(&s, &format!("ip route add {lan_net} via {}", r.ip(wan)));
+    for c in &clients {
+        sh(c, &format!("ip route add default via {}", r.ip(lan)));
+    }
+    // one iperf3 server per client (a server runs one test at a time)
+    let servers: Vec<_> = (0..=CLIENTS)
+        .map(|i| {
+            Command::new("ip")
+                .args(["netns", "exec", s.ns(), "iperf3", "-s", "-p"])
+                .arg((5201 + i).to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let _kill = Guard(servers);
+    std::thread::sleep(Duration::from_millis(500));
+    let eight: Vec<usize> = (0..CLIENTS).collect();
+
+    // 1. no per-client classes: one TBF at the same total rate
+    let tbf = sh(
+        &r,
+        &format!("tc qdisc add dev {lan_if} root tbf rate {RATE_MBIT}mbit burst 64kb latency 50ms"),
+    );
+    assert!(tbf.trim().is_empty(), "tbf: {tbf}");
+    let plain = round(&s, &clients, &eight, ROUND_SECS);
+    sh(&r, &format!("tc qdisc del dev {lan_if} root"));
+    let j_plain = jain(&plain);
+
+    // 2. meshnode's shaping
+    let dir = lab.dir().join("r");
+    let cfg = r.base_config("N0CALL", "r", &dir, lan)
+        + &format!(
+            "[connectivity]\nprobes = []\n[discovery]\nmdns = false\n\
+             [shaping]\nenabled = true\ninterfaces = [\"{lan_if}\"]\n\
+             downlink = \"{RATE_MBIT}mbit\"\nuplink = \"{RATE_MBIT}mbit\"\n\
+             throttle = \"2mbit\"\nscan_interval = \"1s\"\nidle_after = \"4s\"\n"
+        );
+    let mut node = r.spawn_meshnode(&dir, &cfg).await;
+    // the clients make themselves known (the router's neighbour table)
+    for c in &clients[..CLIENTS] {
+        poke(&s, c.ip(lan));
+    }
+    let ips: Vec<String> = clients[..CLIENTS]
+        .iter()
+        .map(|c| c.ip(lan).to_string())
+        .collect();
+    wait_for("the eight clients' classes", 20, || async {
+        let a = active(&clients_api(&node).await);
+        ips.iter().all(|ip| a.contains(ip))
+    })
+    .await;
+    let n_active = active(&clients_api(&node).await).len();
+    let shaped = round(&s, &clients, &eight, ROUND_SECS);
+    let j_shaped = jain(&shaped);
+    let fmt = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.1}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    println!(
+        "fairness over {CLIENTS} clients (2 with 8 streams) behind {RATE_MBIT} Mbit/s:\n  \
+         one shared TBF: Jain {j_plain:.3}, Mbit/s {} (sum {:.1})\n  \
+         meshnode shaping: Jain {j_shaped:.3}, Mbit/s {} (sum {:.1})",
+        fmt(&plain),
+        plain.iter().sum::<f64>(),
+        fmt(&shaped),
+        shaped.iter().sum::<f64>()
+    );
+    assert!(j_shaped >= 0.9, "Jain's index with shaping: {j_shaped:.3}");
+    // the kernel holds our tree: root qdisc 6d6e:, a class per client
+    let classes = sh(&r, &format!("tc class show dev {lan_if}"));
+    assert_eq!(
+        classes.lines().filter(|l| l.contains("htb 6d6e:")).count(),
+        3 + n_active,
+        "root, priority, default and one per active client: {classes}"
+    );
+    // usage is counted per client, in both directions' counters
+    let c2 = clients[2].ip(lan);
+    let v = node
+        .control()
+        .get(&format!("/api/v1/clients/{c2}"))
+        .await
+        .unwrap();
+    let down = v["usage"]["day_down"].as_u64().unwrap();
+    let expect = shaped[2] * 1e6 / 8.0 * f64::from(ROUND_SECS);
+    assert!(
+        (down as f64) > expect * 0.8,
+        "counted {down} bytes down for {c2}, iperf3 received about {expect:.0}"
+    );
+
+    // 3. a quota: client 2 is over it at once and held at 2 Mbit/s
+    let v = node
+        .control()
+        .call(
+            hyper::Method::PUT,
+            &format!("/api/v1/clients/{c2}/quota"),
+            meshnode::api::full(r#"{"daily": "1MB"}"#),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v["throttled"], true, "{v}");
+    let alone = round(&s, &clients, &[2], 5)[0];
+    println!("client over quota, alone on the link: {alone:.2} Mbit/s (throttle 2 Mbit/s)");
+    assert!(
+        (1.5..=2.3).contains(&alone),
+        "throttled client got {alone:.2} Mbit/s"
+    );
+    // cleared: it may borrow the whole link again
+    let v = node
+        .control()
+        .call(
+            hyper::Method::PUT,
+            &format!("/api/v1/clients/{c2}/quota"),
+            meshnode::api::full("{}"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v["throttled"], false, "{v}");
+
+    // 4. idle clients give their classes back; a client that joins gets one
+    let left = wait_for("idle clients' classes released", 20, || async {
+        let a = active(&clients_api(&node).await);
+        !ips.iter().any(|ip| a.contains(ip))
+    })
+    .await;
+    let others = active(&clients_api(&node).await).len();
+    println!(
+        "idle clients released their classes {:.1} s after the load ended (idle_after 4 s)",
+        left.as_secs_f64()
+    );
+    let classes = sh(&r, &format!("tc class show dev {lan_if}"));
+    assert_eq!(
+        classes.lines().filter(|l| l.contains("htb 6d6e:")).count(),
+        3 + others,
+        "only root, priority, default and other hosts' classes remain: {classes}"
+    );
+    let joiner = clients[CLIENTS].ip(lan).to_string();
+    let t = Instant::now();
+    poke(&s, clients[CLIENTS].ip(lan));
+    wait_for("the joiner's class", 10, || async {
+        active(&clients_api(&node).await).contains(&joiner)
+    })
+    .await;
+    println!(
+        "a joining client had its class {:.1} s after its first packet (scan_interval 1 s)",
+        t.elapsed().as_secs_f64()
+    );
+    let classes = sh(&r, &format!("tc class show dev {lan_if}"));
+    assert_eq!(
+        classes.lines().filter(|l| l.contains("htb 6d6e:")).count(),
+        4 + others,
+        "{classes}"
+    );
+
+    // 5. stop: nothing of ours is left in the kernel
+    assert_eq!(node.stop().await, Some(0));
+    let q = sh(&r, &format!("tc qdisc show dev {lan_if}"));
+    assert!(!q.contains("6d6e:") && !q.contains("ingress"), "{q}");
+    let links = sh(&r, "ip -o link show");
+    assert!(!links.contains("mnifb"), "{links}");
+}
+
+struct Guard(Vec<std::process::Child>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
