@@ -245,6 +245,38 @@ async fn concurrent_edits_resolve_the_same_everywhere_and_keep_both_keeps_the_lo
     }
 }
 
+/// Background replication keeps to `[sync] max_rate`: a 3 MiB essential
+/// item reaches a node paced at 8 Mbit/s (1 MB/s, one second's burst) no
+/// sooner than the bucket allows, and one unpaced node much sooner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn background_replication_keeps_to_its_rate() {
+    let body = data(3 << 20, 5);
+    let a = node(&[], "").await;
+    a.publish_with(&body, with_priority("/paced.bin", "essential"))
+        .await;
+    let copy_time = |max_rate: &'static str| {
+        let (a, body) = (&a, &body);
+        async move {
+            let t = Instant::now();
+            let b = node(&[a], &format!("max_rate = \"{max_rate}\"")).await;
+            wait_for("the copy", 30, || async {
+                held(&b, "/paced.bin").await.as_deref() == Some(&body[..])
+            })
+            .await;
+            t.elapsed()
+        }
+    };
+    let paced = copy_time("8mbit").await;
+    let free = copy_time("10gbit").await;
+    eprintln!("3 MiB essential item: paced at 8 Mbit/s {paced:?}, at 10 Gbit/s {free:?}");
+    // 3,145,728 bytes, 1,000,000 at once, the rest at 1 MB/s: >= 2.1 s
+    assert!(
+        paced >= Duration::from_millis(2100),
+        "paced copy took {paced:?}"
+    );
+    assert!(free < paced, "unpaced {free:?} vs paced {paced:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_large_file_is_pulled_from_several_peers_at_once() {
     let body = data(4 << 20, 3); // 16 chunks

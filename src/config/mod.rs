@@ -362,6 +362,16 @@ pub struct SyncConfig {
     /// Chunk downloads in flight per transfer (spread over the peers that hold it).
     #[serde(default = "default_parallel_chunks")]
     pub parallel_chunks: u8,
+    /// Background replication (copies the mesh makes on its own: essential
+    /// and popular items) in total, so synchronisation stays a small share
+    /// of the links (NFR-002: under 10%); reads someone waits for are not
+    /// paced.
+    #[serde(default = "default_sync_rate")]
+    pub max_rate: BitRate,
+}
+
+fn default_sync_rate() -> BitRate {
+    BitRate(10_000_000)
 }
 
 fn yes() -> bool {
@@ -500,6 +510,7 @@ impl Default for SyncConfig {
             popular_threshold: default_popular_threshold(),
             reconcile_interval: default_reconcile_interval(),
             parallel_chunks: default_parallel_chunks(),
+            max_rate: default_sync_rate(),
         }
     }
 }

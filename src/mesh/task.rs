@@ -242,6 +242,10 @@ pub async fn spawn(p: MeshParams, tasks: &TaskTracker) -> anyhow::Result<Mesh> {
         client: MeshClient::new(p.identity.clone()),
         me,
         name: p.cfg.node_name(),
+        pacer: Arc::new(crate::sync::pace::Pacer::new(
+            Some(p.cfg.sync.max_rate.bytes_per_sec()),
+            crate::cache::blobs::CHUNK_SIZE,
+        )),
         cfg: p.cfg,
         epoch: Instant::now(),
         next_tick: 0,
@@ -357,6 +361,8 @@ struct Task {
     mdns: Option<Mdns>,
     last_digest: String,
     partial: PathBuf,
+    /// Paces background replication to `[sync] max_rate`.
+    pacer: Arc<crate::sync::pace::Pacer>,
     own_addrs: Vec<SocketAddr>,
     peers_dirty: bool,
     /// Own record ids waiting for the announce window to close.
@@ -1164,10 +1170,11 @@ impl Task {
             let (client, store, tx) = (self.client.clone(), self.store.clone(), self.itx.clone());
             let partial = self.partial.clone();
             let parallel = self.cfg.sync.parallel_chunks as usize;
+            let pacer = self.pacer.clone();
             let essential = job.rec.record.priority() == Some(Priority::Essential);
             tokio::spawn(async move {
                 let result = run_job(
-                    &client, &store, &sources, &job, &content, &partial, parallel,
+                    &client, &store, &sources, &job, &content, &partial, parallel, &pacer,
                 )
                 .await;
                 let _stopped = tx.send(Internal::TransferDone {
@@ -1504,6 +1511,7 @@ async fn run_job(
     content: &Content,
     partial: &std::path::Path,
     parallel: usize,
+    pacer: &Arc<crate::sync::pace::Pacer>,
 ) -> Result<transfer::Report, String> {
     let hash = crate::catalog::ContentHash(content.hash);
     let (ingested, report) = match store.by_hash(&hash) {
@@ -1524,6 +1532,7 @@ async fn run_job(
             store.blobs(),
             partial,
             parallel,
+            pacer,
         )
         .await
         .map_err(|e| e.to_string())?,

@@ -6,6 +6,7 @@
 //! - [`transfer`]: chunked, verified, resumable, multi-source content download.
 
 pub mod catalog;
+pub mod pace;
 pub mod recon;
 pub mod record;
 pub mod transfer;

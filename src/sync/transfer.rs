@@ -133,6 +133,7 @@ pub async fn fetch(
     blobs: &BlobDir,
     partial_root: &Path,
     parallel: usize,
+    pacer: &std::sync::Arc<super::pace::Pacer>,
 ) -> Result<(Ingested, Report), TransferError> {
     let dir = partial_root.join(want.hash.to_hex());
     tokio::fs::create_dir_all(&dir).await?;
@@ -186,7 +187,9 @@ pub async fn fetch(
             next_source += 1;
             let (c, expected, file) = (client.clone(), chunks[idx], dir.join(idx.to_string()));
             let path = format!("{}/{idx}", manifest_path(&want.hash));
+            let pacer = pacer.clone();
             inflight.spawn(async move {
+                pacer.take(CHUNK_SIZE).await;
                 let t = std::time::Instant::now();
                 let r = get_chunk(&c, peer, &path, &expected, &file).await;
                 (idx, peer, t.elapsed(), r)
