@@ -524,4 +524,82 @@ mod tests {
         assert!(results[3].error.as_deref().unwrap().contains("302"));
         drop(open);
     }
+
+    mod props {
+        use super::super::ProbeTarget;
+        use proptest::prelude::*;
+
+        /// Inputs near the grammar: a scheme (or a wrong one), then hosts,
+        /// ports, brackets, slashes and the characters the parser refuses.
+        fn near_probe() -> impl Strategy<Value = String> {
+            (
+                prop_oneof![
+                    Just("tcp://"),
+                    Just("http://"),
+                    Just("https://"),
+                    Just("tcp:/"),
+                    Just(""),
+                ],
+                "[a-z0-9.:\\[\\]/@ %?#\\-\t\n\u{e9}]{0,24}",
+            )
+                .prop_map(|(scheme, rest)| format!("{scheme}{rest}"))
+        }
+
+        /// A host as the parser leaves it: not empty, without `/`, space or
+        /// `@`, no leading `[` and no trailing `]` (brackets are stripped).
+        fn host() -> impl Strategy<Value = String> {
+            "[a-z0-9.:\\[\\]%?#\\-\u{e9}]{1,16}".prop_filter("a host the parser can return", |h| {
+                !h.starts_with('[') && !h.ends_with(']')
+            })
+        }
+
+        fn target() -> impl Strategy<Value = ProbeTarget> {
+            prop_oneof![
+                (host(), 1..=u16::MAX).prop_map(|(host, port)| ProbeTarget::Tcp { host, port }),
+                (
+                    host(),
+                    prop_oneof![Just(80u16), 1..=u16::MAX],
+                    "/[!-~\u{e9}]{0,24}"
+                )
+                    .prop_map(|(host, port, path)| ProbeTarget::Http {
+                        host,
+                        port,
+                        path
+                    }),
+            ]
+        }
+
+        /// Parses, and if it parses, prints to a string that parses to the
+        /// same target and prints the same again.
+        fn check(s: &str) -> Result<(), TestCaseError> {
+            if let Ok(t) = ProbeTarget::parse(s) {
+                let printed = t.to_string();
+                let again = ProbeTarget::parse(&printed);
+                prop_assert_eq!(again.as_ref(), Ok(&t), "{:?} printed as {:?}", s, printed);
+                prop_assert_eq!(again.unwrap().to_string(), printed);
+            }
+            Ok(())
+        }
+
+        proptest! {
+            /// Never panics on any string; whatever parses prints back to itself.
+            #[test]
+            fn any_string_parses_or_not_without_panic(s in any::<String>()) {
+                check(&s)?;
+            }
+
+            /// The same near the grammar, where most inputs parse.
+            #[test]
+            fn a_parsed_target_prints_back_to_itself(s in near_probe()) {
+                check(&s)?;
+            }
+
+            /// Every target the parser can return survives printing and parsing.
+            #[test]
+            fn display_reparses_to_the_same_target(t in target()) {
+                let printed = t.to_string();
+                prop_assert_eq!(ProbeTarget::parse(&printed), Ok(t), "printed as {:?}", printed);
+            }
+        }
+    }
 }

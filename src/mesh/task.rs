@@ -1169,14 +1169,14 @@ impl Task {
             let sources: Vec<SocketAddr> = self.core.neighbours().map(|(a, _)| *a).collect();
             let (client, store, tx) = (self.client.clone(), self.store.clone(), self.itx.clone());
             let partial = self.partial.clone();
-            let parallel = self.cfg.sync.parallel_chunks as usize;
-            let pacer = self.pacer.clone();
+            let flow = transfer::Flow {
+                parallel: self.cfg.sync.parallel_chunks as usize,
+                pacer: self.pacer.clone(),
+            };
             let essential = job.rec.record.priority() == Some(Priority::Essential);
             tokio::spawn(async move {
-                let result = run_job(
-                    &client, &store, &sources, &job, &content, &partial, parallel, &pacer,
-                )
-                .await;
+                let result =
+                    run_job(&client, &store, &sources, &job, &content, &partial, &flow).await;
                 let _stopped = tx.send(Internal::TransferDone {
                     target: job.target,
                     result,
@@ -1510,8 +1510,7 @@ async fn run_job(
     job: &Job,
     content: &Content,
     partial: &std::path::Path,
-    parallel: usize,
-    pacer: &Arc<crate::sync::pace::Pacer>,
+    flow: &transfer::Flow,
 ) -> Result<transfer::Report, String> {
     let hash = crate::catalog::ContentHash(content.hash);
     let (ingested, report) = match store.by_hash(&hash) {
@@ -1531,8 +1530,7 @@ async fn run_job(
             },
             store.blobs(),
             partial,
-            parallel,
-            pacer,
+            flow,
         )
         .await
         .map_err(|e| e.to_string())?,

@@ -76,7 +76,7 @@ pub fn freshness(status: u16, h: &HeaderMap, now_ms: i64, default: Duration) -> 
     let lifetime_ms = if has("no-cache") {
         0
     } else if let Some(s) = secs("s-maxage").or_else(|| secs("max-age")) {
-        s.max(0) * 1000
+        s.clamp(0, 1 << 31) * 1000 // RFC 9111 §1.2.2: at most 2^31 s, no overflow
     } else if let Some(exp) = date(header::EXPIRES) {
         (exp - date(header::DATE).unwrap_or(now_ms)).max(0)
     } else if h.contains_key(header::EXPIRES) {
@@ -191,5 +191,183 @@ mod tests {
             assert!(b == a || *b == nodes[0]);
         }
         assert_eq!(fetcher("x", &[]), None);
+    }
+
+    mod props {
+        use super::{DEF, NOW};
+        use crate::proxy::{freshness, is_fresh};
+        use hyper::HeaderMap;
+        use hyper::header::{HeaderName, HeaderValue};
+        use proptest::prelude::*;
+        use std::time::{Duration, UNIX_EPOCH};
+
+        /// An HTTP date between 1970 and 2100.
+        fn date() -> impl Strategy<Value = String> {
+            (0u64..4_102_444_800)
+                .prop_map(|s| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(s)))
+        }
+
+        /// A directive, valid or not, with odd case and spacing.
+        fn directive() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("public".to_string()),
+                Just("must-revalidate".to_string()),
+                Just("no-transform".to_string()),
+                Just("immutable".to_string()),
+                Just("No-Cache".to_string()),
+                Just("no-cache=\"set-cookie\"".to_string()),
+                Just("no-store".to_string()),
+                Just("private".to_string()),
+                Just("private=\"x-a, x-b\"".to_string()),
+                any::<i64>().prop_map(|n| format!("max-age={n}")),
+                any::<i64>().prop_map(|n| format!("S-MaxAge=\"{n}\"")),
+                "(max-age|s-maxage|stale-while-revalidate)=[0-9+-]{0,25}",
+                "[ -~]{0,12}",
+            ]
+        }
+
+        fn cache_control() -> impl Strategy<Value = String> {
+            (
+                proptest::collection::vec(directive(), 0..5),
+                prop_oneof![Just(","), Just(", "), Just(" ,  ")],
+            )
+                .prop_map(|(ds, sep)| ds.join(sep))
+        }
+
+        /// The headers the rules read, with valid and invalid values.
+        fn header() -> impl Strategy<Value = (&'static str, String)> {
+            let date_or_junk = || prop_oneof![date(), Just("0".to_string()), "[ -~]{0,30}"];
+            prop_oneof![
+                cache_control().prop_map(|v| ("cache-control", v)),
+                date_or_junk().prop_map(|v| ("expires", v)),
+                date_or_junk().prop_map(|v| ("date", v)),
+                date_or_junk().prop_map(|v| ("last-modified", v)),
+                "[0-9]{0,12}".prop_map(|v| ("age", v)),
+                "[ -~]{0,300}".prop_map(|v| ("etag", v)),
+                prop_oneof![Just("*".to_string()), "[a-z, *-]{0,20}"].prop_map(|v| ("vary", v)),
+                "[ -~]{0,20}".prop_map(|v| ("set-cookie", v)),
+                "[ -~]{0,20}".prop_map(|v| ("pragma", v)),
+            ]
+        }
+
+        fn map(pairs: &[(&'static str, String)]) -> HeaderMap {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(
+                    HeaderName::from_static(k),
+                    HeaderValue::from_str(v).expect("printable ASCII"),
+                );
+            }
+            m
+        }
+
+        /// Headers without any Cache-Control, Set-Cookie or Vary: noise
+        /// that must not change what a max-age says.
+        fn noise() -> impl Strategy<Value = Vec<(&'static str, String)>> {
+            proptest::collection::vec(header(), 0..6).prop_map(|hs| {
+                hs.into_iter()
+                    .filter(|(k, _)| !matches!(*k, "cache-control" | "set-cookie" | "vary"))
+                    .collect()
+            })
+        }
+
+        proptest! {
+            /// Never panics; a kept response is fresh for zero or more ms
+            /// from now, and only a 200 is kept.
+            #[test]
+            fn freshness_is_never_negative(
+                pairs in proptest::collection::vec(header(), 0..8),
+                now in 0i64..4_102_444_800_000,
+                status in prop_oneof![Just(200u16), 100u16..600],
+            ) {
+                let h = map(&pairs);
+                if let Some(f) = freshness(status, &h, now, DEF) {
+                    prop_assert_eq!(status, 200);
+                    prop_assert_eq!(f.at_ms, now);
+                    prop_assert!(f.fresh_until_ms >= now, "{} ms for {:?}", f.fresh_until_ms - now, h);
+                    prop_assert_eq!(is_fresh(Some(&f), now), f.fresh_until_ms > now);
+                    prop_assert!(f.etag.as_ref().is_none_or(|e| e.len() <= 256));
+                }
+            }
+
+            /// `no-store` and `private` (any case, anywhere in any
+            /// Cache-Control line) mean "keep nothing".
+            #[test]
+            fn no_store_and_private_are_never_kept(
+                pairs in proptest::collection::vec(header(), 0..8),
+                forbid in prop_oneof![
+                    Just("no-store"), Just("NO-STORE"), Just("private"), Just("Private"),
+                    Just("private=\"set-cookie\""),
+                ],
+                at in any::<proptest::sample::Index>(),
+                own_line in any::<bool>(),
+            ) {
+                let mut pairs = pairs;
+                let cc = pairs.iter().position(|(k, _)| *k == "cache-control");
+                match cc {
+                    Some(i) if !own_line => {
+                        let v = &mut pairs[i].1;
+                        *v = if v.is_empty() { forbid.to_string() } else { format!("{v}, {forbid}") };
+                    }
+                    _ => {
+                        let i = at.index(pairs.len() + 1);
+                        pairs.insert(i, ("cache-control", forbid.to_string()));
+                    }
+                }
+                prop_assert_eq!(freshness(200, &map(&pairs), NOW, DEF), None, "{:?}", pairs);
+            }
+
+            /// `max-age=N` (no `s-maxage`, no `no-cache`) is N seconds from
+            /// now, whatever Expires, Date, Age or Last-Modified say.
+            #[test]
+            fn max_age_is_n_seconds_from_now(
+                n in 0i64..=2_147_483_648,
+                others in proptest::collection::vec(
+                    prop_oneof![Just("public"), Just("must-revalidate"), Just("immutable")], 0..3),
+                noise in noise(),
+                now in 0i64..4_102_444_800_000,
+            ) {
+                let mut cc = others.clone();
+                let ma = format!("max-age={n}");
+                cc.push(&ma);
+                let mut pairs = noise;
+                pairs.push(("cache-control", cc.join(", ")));
+                let f = freshness(200, &map(&pairs), now, DEF).expect("kept");
+                prop_assert_eq!(f.fresh_until_ms - now, n * 1000, "{:?}", pairs);
+            }
+
+            /// A max-age too large for the arithmetic is still kept, fresh
+            /// for a long time rather than stale or in the past (RFC 9111
+            /// §1.2.2: treat it as at least 2^31 seconds).
+            #[test]
+            fn a_huge_max_age_is_long_not_negative(
+                n in 2_147_483_648i64..=i64::MAX,
+                name in prop_oneof![Just("max-age"), Just("s-maxage")],
+            ) {
+                let h = map(&[("cache-control", format!("{name}={n}"))]);
+                let f = freshness(200, &h, NOW, DEF).expect("kept");
+                prop_assert!(f.fresh_until_ms - NOW >= 2_147_483_648_000, "{:?}", f);
+            }
+
+            /// Without Cache-Control, `Expires` minus `Date` (both valid) is
+            /// the lifetime, never below zero.
+            #[test]
+            fn expires_minus_date(
+                date in 0u64..4_102_444_800,
+                expires in 0u64..4_102_444_800,
+                noise in noise(),
+            ) {
+                let d = |s: u64| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(s));
+                let mut pairs: Vec<_> = noise
+                    .into_iter()
+                    .filter(|(k, _)| !matches!(*k, "date" | "expires"))
+                    .collect();
+                pairs.push(("date", d(date)));
+                pairs.push(("expires", d(expires)));
+                let f = freshness(200, &map(&pairs), NOW, DEF).expect("kept");
+                let want = (expires as i64 - date as i64).max(0) * 1000;
+                prop_assert_eq!(f.fresh_until_ms - NOW, want, "{:?}", pairs);
+            }
+        }
     }
 }

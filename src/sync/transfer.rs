@@ -124,6 +124,15 @@ fn check_manifest(want: &Want, size: u64, chunks: Vec<ContentHash>) -> Option<Ve
     }
 }
 
+/// How fast a transfer may go.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// Chunk downloads in flight.
+    pub parallel: usize,
+    /// Shared by every background transfer.
+    pub pacer: std::sync::Arc<super::pace::Pacer>,
+}
+
 /// Downloads `want` from `peers` into `blobs`, keeping partial state under
 /// `partial_root`. Returns the ingested (not yet committed) blob.
 pub async fn fetch(
@@ -132,9 +141,9 @@ pub async fn fetch(
     want: &Want,
     blobs: &BlobDir,
     partial_root: &Path,
-    parallel: usize,
-    pacer: &std::sync::Arc<super::pace::Pacer>,
+    flow: &Flow,
 ) -> Result<(Ingested, Report), TransferError> {
+    let (parallel, pacer) = (flow.parallel, &flow.pacer);
     let dir = partial_root.join(want.hash.to_hex());
     tokio::fs::create_dir_all(&dir).await?;
     let mut report = Report::default();
