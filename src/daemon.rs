@@ -138,6 +138,15 @@ impl Daemon {
             c.failover.then_some(c.fwmark),
             background.child_token(),
         );
+        let (shaping, shaping_task) = crate::shaping::spawn(
+            &cfg.shaping,
+            &state_dir,
+            uplink.clone(),
+            background.child_token(),
+        );
+        tasks.spawn(async move {
+            let _finished_or_panicked = shaping_task.await;
+        });
         let mesh = crate::mesh::spawn(
             crate::mesh::MeshParams {
                 uplink,
@@ -150,11 +159,6 @@ impl Daemon {
             &tasks,
         )
         .await?;
-        let (shaping, shaping_task) =
-            crate::shaping::spawn(&cfg.shaping, &state_dir, background.child_token());
-        tasks.spawn(async move {
-            let _finished_or_panicked = shaping_task.await;
-        });
         let app = Arc::new(App {
             shaping,
             proxy: cfg.proxy.clone(),

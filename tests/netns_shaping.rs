@@ -316,6 +316,128 @@ async fn per_client_classes_share_a_bottleneck_fairly_and_quotas_throttle() {
     assert!(!links.contains("mnifb"), "{links}");
 }
 
+/// The ISP link is slower than the rate meshnode was told (15 vs 40
+/// Mbit/s, a deep TBF queue at the ISP): under load the uplink probe's RTT
+/// rises, meshnode calls it congestion and lowers its shaped rate until the
+/// queue beyond it drains; when the load ends the rate rises again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_congestion_lowers_the_shaped_rate() {
+    let name = "upstream_congestion_lowers_the_shaped_rate";
+    if netns::skip_unless_root(name)
+        || netns::skip_unless_tool(name, "iperf3")
+        || netns::skip_unless_tool(name, "tc")
+        || netns::skip_unless_tool(name, "python3")
+    {
+        return;
+    }
+    let lab = Lab::new("cong");
+    let wan = lab.bridge("wan");
+    let lan = lab.bridge("lan");
+    let s = lab.host("s", &[wan]);
+    let r = lab.host("r", &[wan, lan]);
+    let hosts: Vec<Host> = (0..4).map(|i| lab.host(&format!("c{i}"), &[lan])).collect();
+    let clients: Vec<&Host> = hosts.iter().collect();
+    let o = r.ip(lan).octets();
+    sh(&r, "sysctl -qw net.ipv4.ip_forward=1");
+    sh(
+        &s,
+        &format!(
+            "ip route add {}.{}.{}.0/24 via {}",
+            o[0],
+            o[1],
+            o[2],
+            r.ip(wan)
+        ),
+    );
+    for c in &clients {
+        sh(c, &format!("ip route add default via {}", r.ip(lan)));
+    }
+    // the ISP: 15 Mbit/s with up to 300 ms of queue
+    let out = sh(
+        &s,
+        &format!(
+            "tc qdisc add dev {} root tbf rate 15mbit burst 32kb latency 300ms",
+            s.ifname(wan)
+        ),
+    );
+    assert!(out.trim().is_empty(), "{out}");
+    let mut procs: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new("ip")
+                .args(["netns", "exec", s.ns(), "iperf3", "-s", "-p"])
+                .arg((5201 + i).to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    procs.push(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                s.ns(),
+                "python3",
+                "-m",
+                "http.server",
+                "80",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _kill = Guard(procs);
+    std::thread::sleep(Duration::from_millis(500));
+    let dir = lab.dir().join("r");
+    let lan_if = r.ifname(lan);
+    let cfg = r.base_config("N0CALL", "r", &dir, lan)
+        + &format!(
+            "[connectivity]\nprobes = [\"tcp://{}:80\"]\ninterval = \"1s\"\nfailover = false\n\
+             [discovery]\nmdns = false\n\
+             [shaping]\nenabled = true\ninterfaces = [\"{lan_if}\"]\n\
+             downlink = \"40mbit\"\nuplink = \"40mbit\"\nscan_interval = \"1s\"\n",
+            s.ips()[0]
+        );
+    let node = r.spawn_meshnode(&dir, &cfg).await;
+    let status = || async { node.control().get("/api/v1/clients").await.unwrap() };
+    wait_for("a baseline RTT", 20, || async {
+        !status().await["congestion"]["baseline_ms"].is_null()
+    })
+    .await;
+    for c in &clients {
+        poke(&s, c.ip(lan));
+    }
+    let all: Vec<usize> = (0..4).collect();
+    let t = Instant::now();
+    let rates = round(&s, &clients, &all, 15);
+    let v = status().await;
+    let c = &v["congestion"];
+    println!(
+        "ISP at 15 Mbit/s, meshnode told 40: clients got {:?} Mbit/s; shaped to {:.1} Mbit/s after {:?}; {} congested samples; RTT baseline {} ms",
+        rates.iter().map(|r| format!("{r:.1}")).collect::<Vec<_>>(),
+        c["down_shaped_bps"].as_f64().unwrap() / 1e6,
+        t.elapsed(),
+        c["congested_samples"],
+        c["baseline_ms"]
+    );
+    assert!(c["congested_samples"].as_u64().unwrap() >= 1, "{c}");
+    assert!(
+        c["down_shaped_bps"].as_u64().unwrap() < 30_000_000,
+        "autorate lowered the rate: {c}"
+    );
+    // the load is over: the rate rises again
+    let low = c["down_shaped_bps"].as_u64().unwrap();
+    wait_for("the rate rising again", 30, || async {
+        status().await["congestion"]["down_shaped_bps"]
+            .as_u64()
+            .unwrap()
+            > low
+    })
+    .await;
+}
+
 struct Guard(Vec<std::process::Child>);
 
 impl Drop for Guard {

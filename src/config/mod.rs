@@ -132,6 +132,18 @@ pub struct ShapingConfig {
     /// Between neighbour-table scans and counter reads.
     #[serde(default = "default_scan_interval")]
     pub scan_interval: DurationStr,
+    /// Lower the shaped rates while the uplink probes' RTT shows queues
+    /// building beyond this router under load, and raise them again when
+    /// it settles (see `[connectivity] probes`).
+    #[serde(default = "yes")]
+    pub autorate: bool,
+    /// RTT rise above its baseline, under load, that counts as congestion.
+    #[serde(default = "default_congestion_delay")]
+    pub congestion_delay: DurationStr,
+}
+
+fn default_congestion_delay() -> DurationStr {
+    DurationStr(Duration::from_millis(30))
 }
 
 /// A fraction in (0, 1].
@@ -196,6 +208,8 @@ impl Default for ShapingConfig {
             throttle: default_throttle(),
             idle_after: default_idle_after(),
             scan_interval: default_scan_interval(),
+            autorate: true,
+            congestion_delay: default_congestion_delay(),
         }
     }
 }

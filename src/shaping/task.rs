@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::autorate::{Baseline, Direction, Sample};
 use super::plan::{Dir, Tree, diff};
 use super::quota::{Quota, Usage};
 use super::share::{ClientShape, Minors, client_share};
@@ -46,8 +47,34 @@ pub struct Status {
     pub downlink_bps: u64,
     /// Total upload rate, bits per second.
     pub uplink_bps: u64,
+    /// Congestion and autorate.
+    pub congestion: Congestion,
     /// Every client with usage on record, active ones first.
     pub clients: Vec<ClientStatus>,
+}
+
+/// Congestion as the last scan saw it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Congestion {
+    /// Downloads: queues building beyond this router under load.
+    pub down_congested: bool,
+    /// Uploads: the same.
+    pub up_congested: bool,
+    /// meshnode's download queues are dropping or holding packets (demand
+    /// above the shaped rate: shaping at work).
+    pub down_saturated: bool,
+    /// The same for uploads.
+    pub up_saturated: bool,
+    /// Download rate shaped to now, bits per second (autorate).
+    pub down_shaped_bps: u64,
+    /// Upload rate shaped to now, bits per second.
+    pub up_shaped_bps: u64,
+    /// The last uplink probe RTT, ms.
+    pub rtt_ms: Option<f64>,
+    /// Its baseline, ms.
+    pub baseline_ms: Option<f64>,
+    /// Samples found congested since start.
+    pub congested_samples: u64,
 }
 
 /// One client (`GET /api/v1/clients/{ip}`).
@@ -135,6 +162,7 @@ impl Shaping {
 pub fn spawn(
     cfg: &ShapingConfig,
     state_dir: &Path,
+    uplink: tokio::sync::watch::Receiver<crate::connectivity::Uplink>,
     stop: CancellationToken,
 ) -> (Shaping, tokio::task::JoinHandle<()>) {
     let view = Arc::new(RwLock::new(Status {
@@ -163,7 +191,7 @@ pub fn spawn(
     let cfg = cfg.clone();
     let v = view.clone();
     let join = tokio::spawn(async move {
-        let mut t = match Task::start(cfg, v.clone(), db.0, db.1).await {
+        let mut t = match Task::start(cfg, v.clone(), db.0, db.1, uplink).await {
             Ok(t) => t,
             Err(reason) => {
                 tracing::warn!("shaping is off: {reason}");
@@ -213,6 +241,14 @@ struct Task {
     minors: Minors,
     last_scan: Instant,
     last_save: Instant,
+    uplink: tokio::sync::watch::Receiver<crate::connectivity::Uplink>,
+    last_probe: Option<i64>,
+    baseline: Baseline,
+    down_rate: Direction,
+    up_rate: Direction,
+    /// Last root-class byte and qdisc drop counters, by (ifindex, dir).
+    roots: HashMap<(u32, bool), (u64, u64)>,
+    congested_samples: u64,
 }
 
 fn wall_secs() -> i64 {
@@ -227,6 +263,7 @@ impl Task {
         view: Arc<RwLock<Status>>,
         db: UsageDb,
         rows: BTreeMap<Ipv4Addr, Row>,
+        uplink: tokio::sync::watch::Receiver<crate::connectivity::Uplink>,
     ) -> Result<Task, String> {
         let tc = Tc::connect().await.map_err(|e| e.to_string())?;
         let (conn, neigh, _) =
@@ -287,6 +324,13 @@ impl Task {
             minors,
             last_scan: now,
             last_save: now,
+            uplink,
+            last_probe: None,
+            baseline: Baseline::default(),
+            down_rate: Direction::default(),
+            up_rate: Direction::default(),
+            roots: HashMap::new(),
+            congested_samples: 0,
         })
     }
 
@@ -460,6 +504,7 @@ impl Task {
             self.minors.release(&ip);
             tracing::info!(client = %ip, "client left");
         }
+        self.congestion(&down, &up, dt).await;
         self.apply().await;
         if now.duration_since(self.last_save) >= SAVE_EVERY {
             self.save();
@@ -487,18 +532,8 @@ impl Task {
         let mut ok = true;
         for k in 0..self.ifaces.len() {
             let shapes = self.shapes(self.ifaces[k].index);
-            let down = super::share::tree(
-                &self.cfg,
-                Dir::Dst,
-                self.cfg.downlink.bytes_per_sec(),
-                &shapes,
-            );
-            let up = super::share::tree(
-                &self.cfg,
-                Dir::Src,
-                self.cfg.uplink.bytes_per_sec(),
-                &shapes,
-            );
+            let down = super::share::tree(&self.cfg, Dir::Dst, self.link(true), &shapes);
+            let up = super::share::tree(&self.cfg, Dir::Src, self.link(false), &shapes);
             for (is_down, want) in [(true, down), (false, up)] {
                 let i = &self.ifaces[k];
                 let (idx, have, name) = if is_down {
@@ -528,6 +563,111 @@ impl Task {
             (!ok).then(|| "the kernel refused part of the shaping tree (see the log)".into());
     }
 
+    /// The rate a direction is shaped to now, bytes per second: the
+    /// configured one times autorate's factor.
+    fn link(&self, down: bool) -> u64 {
+        let (cfg, d) = if down {
+            (self.cfg.downlink, &self.down_rate)
+        } else {
+            (self.cfg.uplink, &self.up_rate)
+        };
+        (cfg.bytes_per_sec() as f64 * d.factor) as u64
+    }
+
+    /// Feeds autorate: the uplink probes' newest RTT, each direction's
+    /// throughput through our root classes, our queues' drops and backlog.
+    async fn congestion(
+        &mut self,
+        down: &HashMap<(u32, u16), u64>,
+        up: &HashMap<(u32, u16), u64>,
+        dt: f64,
+    ) {
+        let rtt = {
+            let u = self.uplink.borrow();
+            if u.checked_ms.is_some() && u.checked_ms != self.last_probe {
+                self.last_probe = u.checked_ms;
+                u.probes
+                    .iter()
+                    .filter(|p| p.ok)
+                    .filter_map(|p| p.ms)
+                    .min_by(f64::total_cmp)
+            } else {
+                None
+            }
+        };
+        let rise = rtt.map(|rtt| {
+            let base = self.baseline.update(rtt).unwrap_or(rtt);
+            Duration::from_secs_f64(((rtt - base) / 1e3).max(0.0))
+        });
+        let mut samples = [Sample::default(), Sample::default()];
+        for i in &self.ifaces {
+            for (k, idx, map) in [(0, i.index, down), (1, i.ifb_index, up)] {
+                let bytes = map
+                    .get(&(i.index, super::share::ROOT))
+                    .copied()
+                    .unwrap_or(0);
+                let (drops, backlog) = match self.tc.qdisc_stats(idx).await {
+                    Ok(Some(q)) => (u64::from(q.drops), u64::from(q.backlog_bytes)),
+                    _ => (0, 0),
+                };
+                let (b0, d0) = self
+                    .roots
+                    .insert((idx, k == 0), (bytes, drops))
+                    .unwrap_or((bytes, drops));
+                samples[k].rate += super::quota::delta(b0, bytes) as f64 / dt;
+                samples[k].drops += super::quota::delta(d0, drops);
+                samples[k].backlog += backlog;
+            }
+        }
+        let delay = self.cfg.congestion_delay.0;
+        for (k, down) in [(0usize, true), (1, false)] {
+            let shaped = self.link(down) as f64;
+            let s = Sample {
+                shaped,
+                ..samples[k]
+            };
+            let dir = if down {
+                &mut self.down_rate
+            } else {
+                &mut self.up_rate
+            };
+            let was = dir.congested;
+            let mut d = dir.clone();
+            d.update(s, rise, delay);
+            if !self.cfg.autorate {
+                d.factor = 1.0;
+            }
+            if d.congested {
+                self.congested_samples += 1;
+            }
+            if d.congested != was {
+                let what = if down { "downlink" } else { "uplink" };
+                if d.congested {
+                    tracing::warn!(
+                        direction = what,
+                        rtt_rise_ms = rise.map_or(0.0, |r| r.as_secs_f64() * 1e3),
+                        "congestion: queues are building beyond this router; lowering the shaped rate"
+                    );
+                } else {
+                    tracing::info!(direction = what, factor = d.factor, "congestion cleared");
+                }
+            }
+            *dir = d;
+        }
+        let c = Congestion {
+            down_congested: self.down_rate.congested,
+            up_congested: self.up_rate.congested,
+            down_saturated: self.down_rate.saturated,
+            up_saturated: self.up_rate.saturated,
+            down_shaped_bps: self.link(true) * 8,
+            up_shaped_bps: self.link(false) * 8,
+            rtt_ms: rtt.or(self.view.read().expect("lock").congestion.rtt_ms),
+            baseline_ms: self.baseline.get(),
+            congested_samples: self.congested_samples,
+        };
+        self.view.write().expect("lock").congestion = c;
+    }
+
     fn client_status(&self, ip: Ipv4Addr) -> ClientStatus {
         let (quota, quota_set) = self.quota_of(&ip);
         let usage = self.rows.get(&ip).map(|r| r.usage).unwrap_or_default();
@@ -538,8 +678,8 @@ impl Task {
         });
         let (sd, su) = if c.is_some() {
             (
-                client_share(&self.cfg, self.cfg.downlink.bytes_per_sec(), n, throttled),
-                client_share(&self.cfg, self.cfg.uplink.bytes_per_sec(), n, throttled),
+                client_share(&self.cfg, self.link(true), n, throttled),
+                client_share(&self.cfg, self.link(false), n, throttled),
             )
         } else {
             Default::default()
