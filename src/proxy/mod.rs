@@ -90,9 +90,18 @@ pub fn freshness(status: u16, h: &HeaderMap, now_ms: i64, default: Duration) -> 
             .filter(|v| v.len() <= 256)
             .map(String::from)
     };
+    // RFC 9111 §4.2.3: the time it already spent in caches before us
+    // counts against its lifetime. (The apparent age from `Date` is left
+    // out: origin clocks on the other side of a flaky uplink are too often
+    // wrong, and a wrong one would make everything stale.)
+    let age_ms = h
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .map_or(0, |a| a.clamp(0, 1 << 31) * 1000);
     Some(Fetched {
         at_ms: now_ms,
-        fresh_until_ms: now_ms + lifetime_ms,
+        fresh_until_ms: now_ms + (lifetime_ms - age_ms).max(0),
         etag: text(header::ETAG),
         last_modified: text(header::LAST_MODIFIED),
     })
@@ -318,7 +327,7 @@ mod tests {
             }
 
             /// `max-age=N` (no `s-maxage`, no `no-cache`) is N seconds from
-            /// now, whatever Expires, Date, Age or Last-Modified say.
+            /// now, whatever Expires, Date or Last-Modified say.
             #[test]
             fn max_age_is_n_seconds_from_now(
                 n in 0i64..=2_147_483_648,
@@ -330,10 +339,21 @@ mod tests {
                 let mut cc = others.clone();
                 let ma = format!("max-age={n}");
                 cc.push(&ma);
-                let mut pairs = noise;
+                let mut pairs: Vec<_> = noise.into_iter().filter(|(k, _)| *k != "age").collect();
                 pairs.push(("cache-control", cc.join(", ")));
                 let f = freshness(200, &map(&pairs), now, DEF).expect("kept");
                 prop_assert_eq!(f.fresh_until_ms - now, n * 1000, "{:?}", pairs);
+            }
+
+            /// An `Age` of A seconds leaves max(0, N - A) of `max-age=N`.
+            #[test]
+            fn age_counts_against_max_age(n in 0i64..100_000, a in 0i64..200_000) {
+                let h = map(&[
+                    ("cache-control", format!("max-age={n}")),
+                    ("age", a.to_string()),
+                ]);
+                let f = freshness(200, &h, NOW, DEF).expect("kept");
+                prop_assert_eq!(f.fresh_until_ms - NOW, (n - a).max(0) * 1000);
             }
 
             /// A max-age too large for the arithmetic is still kept, fresh
@@ -360,7 +380,7 @@ mod tests {
                 let d = |s: u64| httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(s));
                 let mut pairs: Vec<_> = noise
                     .into_iter()
-                    .filter(|(k, _)| !matches!(*k, "date" | "expires"))
+                    .filter(|(k, _)| !matches!(*k, "date" | "expires" | "age"))
                     .collect();
                 pairs.push(("date", d(date)));
                 pairs.push(("expires", d(expires)));
