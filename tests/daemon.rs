@@ -535,3 +535,39 @@ async fn a_second_daemon_on_the_same_state_is_refused_and_harms_nothing() {
     n.publish("/y", b"and writable").await;
     n.daemon.shutdown().await.unwrap();
 }
+
+/// Shaping that cannot start (here: its interface does not exist; without
+/// CAP_NET_ADMIN it is the same path) leaves the node running unshaped and
+/// says why, in the API and in `meshctl usage`'s source.
+#[tokio::test]
+async fn shaping_that_cannot_start_says_why_and_the_node_runs() {
+    let node = TestNode::start(
+        "[shaping]\nenabled = true\ninterfaces = [\"mn-absent0\"]\nscan_interval = \"1s\"\n",
+    )
+    .await;
+    let mut v = serde_json::Value::Null;
+    for _ in 0..50 {
+        v = node.ctl.get("/api/v1/clients").await.unwrap();
+        if !v["reason"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(v["enabled"], true);
+    assert_eq!(v["active"], false);
+    assert!(v["reason"].as_str().unwrap().contains("mn-absent0"), "{v}");
+    // the node serves on
+    let r = node.get("n0call.radio", "/nothing-here", &[]).await;
+    assert_eq!(r.status, 404);
+    // a client lookup says shaping is off, and why
+    let e = node.ctl.get("/api/v1/clients/10.0.0.9").await.unwrap_err();
+    assert!(e.to_string().contains("shaping is off"), "{e}");
+    // off by default
+    let plain = TestNode::start("").await;
+    let v = plain.ctl.get("/api/v1/clients").await.unwrap();
+    assert_eq!(v["enabled"], false);
+    assert!(
+        v["reason"].as_str().unwrap().contains("enabled = false"),
+        "{v}"
+    );
+}

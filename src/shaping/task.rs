@@ -278,7 +278,7 @@ impl Task {
                 .map_err(|e| format!("interface {name}: {e}"))?;
             let ifb = format!("mnifb{i}");
             let ifb_index = tc.ensure_ifb(&ifb).await.map_err(|e| {
-                if e.to_string().contains("Operation not permitted") {
+                if e.errno() == Some(nix::errno::Errno::EPERM) {
                     format!("no CAP_NET_ADMIN to shape {name} ({e})")
                 } else {
                     format!("creating {ifb} for {name}'s uploads: {e}")
