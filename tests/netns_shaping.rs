@@ -55,6 +55,11 @@ fn jain(x: &[f64]) -> f64 {
 /// Every client in `who` downloads from the server for `secs` at once;
 /// returns each one's received Mbit/s.
 fn round(server: &Host, clients: &[&Host], who: &[usize], secs: u32) -> Vec<f64> {
+    transfer(server, clients, who, secs, true)
+}
+
+/// [`round`], downloading (`down`) or uploading.
+fn transfer(server: &Host, clients: &[&Host], who: &[usize], secs: u32, down: bool) -> Vec<f64> {
     let children: Vec<_> = who
         .iter()
         .map(|&i| {
@@ -62,7 +67,8 @@ fn round(server: &Host, clients: &[&Host], who: &[usize], secs: u32) -> Vec<f64>
             Command::new("ip")
                 .args(["netns", "exec", clients[i].ns(), "iperf3", "-c"])
                 .arg(server.ips()[0].to_string())
-                .args(["-p", &(5201 + i).to_string(), "-R", "-J", "-P", streams])
+                .args(["-p", &(5201 + i).to_string(), "-J", "-P", streams])
+                .args(if down { &["-R"][..] } else { &[][..] })
                 .args(["-t", &secs.to_string(), "--connect-timeout", "3000"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -143,11 +149,12 @@ async fn per_client_classes_share_a_bottleneck_fairly_and_quotas_throttle() {
     let lan_net = format!("{}.{}.{}.0/24", o[0], o[1], o[2]);
     sh(&r, "sysctl -qw net.ipv4.ip_forward=1");
     // neighbours fall from REACHABLE to STALE 1-3 s after their last
-    // confirmation, not 15-45 s (the default), so leaving is quick to see
+    // confirmation (not 15-45 s) and wait 1 s in DELAY (not 5 s), so
+    // leaving is quick to see
     sh(
         &r,
         &format!(
-            "sysctl -qw net.ipv4.neigh.{}.base_reachable_time_ms=2000",
+            "sysctl -qw net.ipv4.neigh.{0}.base_reachable_time_ms=2000 net.ipv4.neigh.{0}.delay_first_probe_time=1",
             r.ifname(lan)
         ),
     );
@@ -204,7 +211,6 @@ async fn per_client_classes_share_a_bottleneck_fairly_and_quotas_throttle() {
         ips.iter().all(|ip| a.contains(ip))
     })
     .await;
-    let n_active = active(&clients_api(&node).await).len();
     let shaped = round(&s, &clients, &eight, ROUND_SECS);
     let j_shaped = jain(&shaped);
     let fmt = |v: &[f64]| {
@@ -223,13 +229,30 @@ async fn per_client_classes_share_a_bottleneck_fairly_and_quotas_throttle() {
         shaped.iter().sum::<f64>()
     );
     assert!(j_shaped >= 0.9, "Jain's index with shaping: {j_shaped:.3}");
-    // the kernel holds our tree: root qdisc 6d6e:, a class per client
-    let classes = sh(&r, &format!("tc class show dev {lan_if}"));
-    assert_eq!(
-        classes.lines().filter(|l| l.contains("htb 6d6e:")).count(),
-        3 + n_active,
-        "root, priority, default and one per active client: {classes}"
+    // uploads: shaped on the IFB that R's LAN ingress is redirected to
+    let up = transfer(&s, &clients, &eight, ROUND_SECS, false);
+    let j_up = jain(&up);
+    println!(
+        "  uploads with meshnode shaping: Jain {j_up:.3}, Mbit/s {} (sum {:.1})",
+        fmt(&up),
+        up.iter().sum::<f64>()
     );
+    assert!(
+        j_up >= 0.9,
+        "Jain's index of uploads with shaping: {j_up:.3}"
+    );
+    assert!(
+        up.iter().sum::<f64>() < f64::from(RATE_MBIT as u32) * 1.1,
+        "uploads held to the uplink rate: {up:?}"
+    );
+    // the kernel holds our tree: root qdisc 6d6e:, a class per client (as
+    // many as the API calls active; another LAN host may come and go)
+    wait_for("as many client classes as active clients", 10, || async {
+        let n = active(&clients_api(&node).await).len();
+        let classes = sh(&r, &format!("tc class show dev {lan_if}"));
+        n >= CLIENTS && classes.lines().filter(|l| l.contains("htb 6d6e:")).count() == 3 + n
+    })
+    .await;
     // usage is counted per client, in both directions' counters
     let c2 = clients[2].ip(lan);
     let v = node
@@ -274,22 +297,21 @@ async fn per_client_classes_share_a_bottleneck_fairly_and_quotas_throttle() {
     assert_eq!(v["throttled"], false, "{v}");
 
     // 4. idle clients give their classes back; a client that joins gets one
-    let left = wait_for("idle clients' classes released", 20, || async {
+    let left = wait_for("idle clients' classes released", 30, || async {
         let a = active(&clients_api(&node).await);
         !ips.iter().any(|ip| a.contains(ip))
     })
     .await;
-    let others = active(&clients_api(&node).await).len();
     println!(
         "idle clients released their classes {:.1} s after the load ended (idle_after 4 s)",
         left.as_secs_f64()
     );
-    let classes = sh(&r, &format!("tc class show dev {lan_if}"));
-    assert_eq!(
-        classes.lines().filter(|l| l.contains("htb 6d6e:")).count(),
-        3 + others,
-        "only root, priority, default and other hosts' classes remain: {classes}"
-    );
+    // their filters are gone from the kernel (and their classes with them)
+    let filters = sh(&r, &format!("tc filter show dev {lan_if}"));
+    for c in &clients[..CLIENTS] {
+        let hex = format!("{:08x}/ffffffff at 16", u32::from(c.ip(lan)));
+        assert!(!filters.contains(&hex), "{hex} still in {filters}");
+    }
     let joiner = clients[CLIENTS].ip(lan).to_string();
     let t = Instant::now();
     poke(&s, clients[CLIENTS].ip(lan));
@@ -301,12 +323,16 @@ async fn per_client_classes_share_a_bottleneck_fairly_and_quotas_throttle() {
         "a joining client had its class {:.1} s after its first packet (scan_interval 1 s)",
         t.elapsed().as_secs_f64()
     );
-    let classes = sh(&r, &format!("tc class show dev {lan_if}"));
-    assert_eq!(
-        classes.lines().filter(|l| l.contains("htb 6d6e:")).count(),
-        4 + others,
-        "{classes}"
-    );
+    // its filter (its address in hex at the IPv4 destination) and its class
+    let hex = format!("{:08x}/ffffffff at 16", u32::from(clients[CLIENTS].ip(lan)));
+    let filters = sh(&r, &format!("tc filter show dev {lan_if}"));
+    assert!(filters.contains(&hex), "{hex} in {filters}");
+    wait_for("as many client classes as active clients", 10, || async {
+        let n = active(&clients_api(&node).await).len();
+        let classes = sh(&r, &format!("tc class show dev {lan_if}"));
+        classes.lines().filter(|l| l.contains("htb 6d6e:")).count() == 3 + n
+    })
+    .await;
 
     // 5. stop: nothing of ours is left in the kernel
     assert_eq!(node.stop().await, Some(0));

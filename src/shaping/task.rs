@@ -29,6 +29,9 @@ use super::tc::Tc;
 use super::usage::{Row, UsageDb};
 use crate::config::ShapingConfig;
 
+/// Bytes per scan below which a client counts as idle.
+const IDLE_BYTES: u64 = 16 * 1024;
+
 /// Rows are written at least this often (and at stop).
 const SAVE_EVERY: Duration = Duration::from_secs(30);
 
@@ -391,6 +394,8 @@ impl Task {
                     if !self.ifaces.iter().any(|i| i.index == idx) {
                         continue;
                     }
+                    // REACHABLE, DELAY, PROBE: packets are going to it now;
+                    // STALE, PERMANENT: it was there
                     let busy = match m.header.state {
                         NeighbourState::Reachable
                         | NeighbourState::Delay
@@ -483,7 +488,9 @@ impl Task {
             c.last_up = u.or(c.last_up);
             c.rate_down = (dd as f64 * 8.0 / dt) as u64;
             c.rate_up = (du as f64 * 8.0 / dt) as u64;
-            if dd + du > 0 {
+            // a few stray packets (retransmissions, ARP-driven probes) do
+            // not keep a class: real use moves more than that
+            if dd + du > IDLE_BYTES {
                 c.last_active = now;
             }
             self.rows.entry(*ip).or_default().usage.add(wall, du, dd);
