@@ -438,18 +438,22 @@ impl Task {
             if !busy {
                 continue; // a stale entry alone does not make a client
             }
+            // a class adopted from an earlier run has counted bytes already
+            // (its first reading is the baseline); a new one starts at zero
+            let adopted = self.minors.get(&ip).is_some();
             let Some(minor) = self.minors.get_or_assign(ip) else {
                 tracing::warn!(client = %ip, "no class left for a new client");
                 continue;
             };
             tracing::info!(client = %ip, class = minor, "client joined");
+            let baseline = (!adopted).then_some(0);
             self.clients.insert(
                 ip,
                 Client {
                     iface,
                     minor,
-                    last_down: None,
-                    last_up: None,
+                    last_down: baseline,
+                    last_up: baseline,
                     last_active: now,
                     rate_down: 0,
                     rate_up: 0,
