@@ -40,6 +40,7 @@ pub mod failover;
 pub mod gossip;
 pub mod identity;
 pub mod mesh;
+pub mod netlink;
 pub mod node;
 pub mod proxy;
 pub mod routing;

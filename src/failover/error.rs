@@ -22,7 +22,7 @@ pub enum FailoverError {
     /// The kernel refused an operation. `message` is the kernel's own
     /// explanation (netlink extended ack) when it gave one, e.g. "Nexthop has
     /// invalid gateway" for a gateway that is not reachable on-link.
-    #[error("{op}: {}", describe(*.errno, .message.as_deref()))]
+    #[error("{op}: {}", crate::netlink::describe(*.errno, .message.as_deref()))]
     Kernel {
         /// What was attempted.
         op: String,
@@ -52,12 +52,26 @@ pub enum FailoverError {
     },
 }
 
+impl From<crate::netlink::NetlinkError> for FailoverError {
+    fn from(e: crate::netlink::NetlinkError) -> Self {
+        use crate::netlink::NetlinkError as N;
+        match e {
+            N::Kernel { op, errno, message } => FailoverError::from_kernel(op, errno, message),
+            N::Closed { op } => FailoverError::ConnectionClosed { op },
+            N::Overrun { op } => FailoverError::UnexpectedReply {
+                op,
+                detail: "overrun (the kernel dropped part of the answer)".into(),
+            },
+        }
+    }
+}
+
 impl FailoverError {
     /// The error for a kernel answer of `-errno` to `op`, with the kernel's
     /// extended-ack `message` if any. EPERM and EACCES become
     /// [`FailoverError::PermissionDenied`].
     pub fn from_kernel(op: String, errno: i32, message: Option<String>) -> FailoverError {
-        if errno == Errno::EPERM as i32 || errno == Errno::EACCES as i32 {
+        if crate::netlink::NetlinkError::is_permission(errno) {
             FailoverError::PermissionDenied { op }
         } else {
             FailoverError::Kernel { op, errno, message }
@@ -72,16 +86,6 @@ impl FailoverError {
             FailoverError::Socket(e) => e.raw_os_error().map(Errno::from_raw),
             _ => None,
         }
-    }
-}
-
-/// "Nexthop has invalid gateway (ENETUNREACH: Network is unreachable)", or
-/// just the errno part when the kernel gave no text.
-fn describe(errno: i32, message: Option<&str>) -> String {
-    let e = Errno::from_raw(errno);
-    match message {
-        Some(m) => format!("{m} ({e:?}: {})", e.desc()),
-        None => format!("{e:?}: {}", e.desc()),
     }
 }
 

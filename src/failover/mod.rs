@@ -131,22 +131,7 @@ impl Failover {
     /// an earlier run, so that failover starts off.
     pub async fn start(cfg: FailoverConfig) -> Result<Failover, FailoverError> {
         cfg.validate()?;
-        let (mut conn, handle, _unsolicited) =
-            rtnetlink::new_connection().map_err(FailoverError::Socket)?;
-        {
-            use rtnetlink::sys::AsyncSocket;
-            let socket = conn.socket_mut().socket_mut();
-            // Extended acks carry the kernel's error text; capped acks keep
-            // the echoed request short. Kernels before 4.12 have neither:
-            // errors then come with their errno only.
-            if let Err(e) = socket.set_ext_ack(true) {
-                debug!(error = %e, "netlink extended ack not available");
-            }
-            if let Err(e) = socket.set_cap_ack(true) {
-                debug!(error = %e, "netlink capped ack not available");
-            }
-        }
-        let connection = tokio::spawn(conn);
+        let (handle, connection) = crate::netlink::open().map_err(FailoverError::Socket)?;
         let mut failover = Failover {
             cfg,
             handle,

@@ -11,14 +11,10 @@
 
 use std::net::IpAddr;
 
-use futures_util::StreamExt;
 use rtnetlink::Handle;
 // Always through rtnetlink's re-exports: two netlink-packet-core versions
 // exist in the registry and only these match rtnetlink's types.
-use rtnetlink::packet_core::{
-    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL,
-    NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
-};
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -34,14 +30,6 @@ const RT_TABLE_COMPAT: u8 = 252;
 /// The value (-1) kernels dump for an unset `suppress_prefixlength` or
 /// `suppress_ifgroup`.
 const UNSET: u32 = u32::MAX;
-/// `NLMSGERR_ATTR_MSG`: the extended-ack attribute holding the text.
-const NLMSGERR_ATTR_MSG: u16 = 1;
-/// Size of `struct nlmsghdr`, which a capped error reply echoes.
-const NLMSG_HDRLEN: usize = 16;
-/// A dump interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is redone
-/// this many times before its possibly inconsistent result is used anyway
-/// (the next reconcile corrects whatever it missed).
-const DUMP_ATTEMPTS: usize = 3;
 
 /// Everything the planner needs, plus the raw rules (deleted verbatim so
 /// that the kernel matches exactly the rule we saw).
@@ -130,116 +118,25 @@ async fn request(
     flags: u16,
     what: &str,
 ) -> Result<(), FailoverError> {
-    let mut req = NetlinkMessage::from(msg);
-    req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-    let mut replies = handle
-        .request(req)
-        .map_err(|_| FailoverError::ConnectionClosed { op: what.into() })?;
-    while let Some(reply) = replies.next().await {
-        check(&reply, what)?;
-    }
-    Ok(())
+    Ok(crate::netlink::request(handle, msg, flags, what).await?)
 }
 
-/// Runs a dump, redoing it when the kernel flags it as interrupted. For
-/// IPv6, EAFNOSUPPORT (a kernel without IPv6) is an empty answer.
+/// Runs a dump (see [`crate::netlink::dump`]). For IPv6, EAFNOSUPPORT (a
+/// kernel without IPv6) is an empty answer.
 async fn dump(
     handle: &mut Handle,
     msg: RouteNetlinkMessage,
     what: &str,
     family: Family,
 ) -> Result<Vec<RouteNetlinkMessage>, FailoverError> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let mut req = NetlinkMessage::from(msg.clone());
-        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        let mut replies = handle
-            .request(req)
-            .map_err(|_| FailoverError::ConnectionClosed { op: what.into() })?;
-        let mut out = Vec::new();
-        let mut interrupted = false;
-        while let Some(reply) = replies.next().await {
-            interrupted |= reply.header.flags & NLM_F_DUMP_INTR != 0;
-            match check(&reply, what) {
-                Ok(()) => {}
-                Err(FailoverError::Kernel { errno, .. })
-                    if family == Family::V6 && errno == nix::errno::Errno::EAFNOSUPPORT as i32 =>
-                {
-                    return Ok(Vec::new());
-                }
-                Err(e) => return Err(e),
-            }
-            if let NetlinkPayload::InnerMessage(m) = reply.payload {
-                out.push(m);
-            }
+    match crate::netlink::dump(handle, msg, what).await {
+        Err(crate::netlink::NetlinkError::Kernel { errno, .. })
+            if family == Family::V6 && errno == nix::errno::Errno::EAFNOSUPPORT as i32 =>
+        {
+            Ok(Vec::new())
         }
-        if !interrupted || attempt >= DUMP_ATTEMPTS {
-            if interrupted {
-                tracing::debug!(
-                    what,
-                    "dump interrupted by concurrent changes; using it anyway"
-                );
-            }
-            return Ok(out);
-        }
+        r => Ok(r?),
     }
-}
-
-/// Turns an error reply into a [`FailoverError`]; everything else is fine.
-fn check(reply: &NetlinkMessage<RouteNetlinkMessage>, what: &str) -> Result<(), FailoverError> {
-    match &reply.payload {
-        NetlinkPayload::Error(e) => match e.code {
-            None => Ok(()),
-            Some(code) => Err(FailoverError::from_kernel(
-                what.into(),
-                -code.get(),
-                ext_ack_message(reply.header.flags, &e.header),
-            )),
-        },
-        NetlinkPayload::Overrun(_) => Err(FailoverError::UnexpectedReply {
-            op: what.into(),
-            detail: "overrun (the kernel dropped part of the answer)".into(),
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// The kernel's extended-ack text in an `NLMSG_ERROR` reply. `flags` are
-/// the reply's header flags, `payload` the error payload after the errno:
-/// the echoed request (only its header when `NLM_F_CAPPED`), then TLVs when
-/// `NLM_F_ACK_TLVS`.
-pub(super) fn ext_ack_message(flags: u16, payload: &[u8]) -> Option<String> {
-    if flags & NLM_F_ACK_TLVS == 0 {
-        return None;
-    }
-    let echoed = if flags & NLM_F_CAPPED != 0 {
-        NLMSG_HDRLEN
-    } else {
-        let len: [u8; 4] = payload.get(0..4)?.try_into().ok()?;
-        u32::from_ne_bytes(len) as usize
-    };
-    let mut off = align4(echoed);
-    while let Some(head) = payload.get(off..off + 4) {
-        let len = usize::from(u16::from_ne_bytes([head[0], head[1]]));
-        // NLA_TYPE_MASK: strip the nested / byte-order flag bits.
-        let kind = u16::from_ne_bytes([head[2], head[3]]) & 0x3fff;
-        let value = payload.get(off + 4..off.checked_add(len)?)?;
-        if kind == NLMSGERR_ATTR_MSG {
-            let text = value.split(|&b| b == 0).next().unwrap_or_default();
-            let text = String::from_utf8_lossy(text).trim().to_string();
-            return (!text.is_empty()).then_some(text);
-        }
-        if len < 4 {
-            return None;
-        }
-        off += align4(len);
-    }
-    None
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
 }
 
 fn address_family(f: Family) -> AddressFamily {
@@ -425,55 +322,6 @@ mod tests {
     use super::*;
     use crate::failover::FailoverConfig;
     use crate::failover::plan::{Gateway, RT_SCOPE_UNIVERSE, RTN_UNICAST};
-
-    /// An `NLMSG_ERROR` payload (after the errno) as the kernel sends it on a
-    /// socket with NETLINK_CAP_ACK and NETLINK_EXT_ACK: the echoed request
-    /// header, then TLVs. Captured shape of `ip route add default via
-    /// 10.99.9.9 table 7734` on an unreachable gateway.
-    fn capped_payload() -> Vec<u8> {
-        let mut p = Vec::new();
-        // echoed nlmsghdr: len 60, type RTM_NEWROUTE (24), flags, seq, pid
-        p.extend_from_slice(&60u32.to_ne_bytes());
-        p.extend_from_slice(&24u16.to_ne_bytes());
-        p.extend_from_slice(&0x0605u16.to_ne_bytes());
-        p.extend_from_slice(&7u32.to_ne_bytes());
-        p.extend_from_slice(&0u32.to_ne_bytes());
-        // NLMSGERR_ATTR_MSG "Nexthop has invalid gateway\0": 4 + 28 bytes
-        let text = b"Nexthop has invalid gateway\0";
-        p.extend_from_slice(&(4 + text.len() as u16).to_ne_bytes());
-        p.extend_from_slice(&1u16.to_ne_bytes());
-        p.extend_from_slice(text);
-        // NLMSGERR_ATTR_OFFS (2), u32
-        p.extend_from_slice(&8u16.to_ne_bytes());
-        p.extend_from_slice(&2u16.to_ne_bytes());
-        p.extend_from_slice(&36u32.to_ne_bytes());
-        p
-    }
-
-    #[test]
-    fn ext_ack_text_is_found_in_capped_and_full_replies() {
-        let p = capped_payload();
-        assert_eq!(
-            ext_ack_message(NLM_F_CAPPED | NLM_F_ACK_TLVS, &p).as_deref(),
-            Some("Nexthop has invalid gateway")
-        );
-        // Without NLM_F_ACK_TLVS there is nothing to read.
-        assert_eq!(ext_ack_message(NLM_F_CAPPED, &p), None);
-        // Not capped: the whole 60-byte request is echoed before the TLVs.
-        let mut full = p[..16].to_vec();
-        full.extend_from_slice(&[0u8; 44]);
-        full.extend_from_slice(&p[16..]);
-        assert_eq!(
-            ext_ack_message(NLM_F_ACK_TLVS, &full).as_deref(),
-            Some("Nexthop has invalid gateway")
-        );
-        // Truncated or garbage input never panics.
-        for n in 0..p.len() {
-            let _ = ext_ack_message(NLM_F_CAPPED | NLM_F_ACK_TLVS, &p[..n]);
-            let _ = ext_ack_message(NLM_F_ACK_TLVS, &full[..n]);
-        }
-        assert_eq!(ext_ack_message(NLM_F_ACK_TLVS, &[0xff; 8]), None);
-    }
 
     #[test]
     fn add_and_delete_messages_round_trip_through_the_parser() {

@@ -65,8 +65,8 @@ use rtnetlink::Handle;
 // Always through rtnetlink's re-exports: two netlink-packet-core versions
 // exist in the registry and only these match rtnetlink's types.
 use rtnetlink::packet_core::{
-    DefaultNla, NLA_TYPE_MASK, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload, Nla, NlasIterator,
+    DefaultNla, NLA_TYPE_MASK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkMessage,
+    NetlinkPayload, Nla, NlasIterator,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
@@ -127,13 +127,6 @@ const INGRESS_HANDLE: TcHandle = TcHandle {
     major: 0xffff,
     minor: 0,
 };
-/// `NLMSGERR_ATTR_MSG`: the extended-ack attribute holding the text.
-const NLMSGERR_ATTR_MSG: u16 = 1;
-/// Size of `struct nlmsghdr`, which a capped error reply echoes.
-const NLMSG_HDRLEN: usize = 16;
-/// A dump interrupted by a concurrent change (`NLM_F_DUMP_INTR`) is redone
-/// this many times before its possibly inconsistent result is used anyway.
-const DUMP_ATTEMPTS: usize = 3;
 
 /// Traffic control could not read or change the kernel's state.
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +142,7 @@ pub enum TcError {
     },
     /// The kernel refused an operation. `message` is its own explanation
     /// (netlink extended ack) when it gave one, e.g. "HTB class in use".
-    #[error("{op}: {}", describe(*.errno, .message.as_deref()))]
+    #[error("{op}: {}", crate::netlink::describe(*.errno, .message.as_deref()))]
     Kernel {
         /// What was attempted, e.g. "adding class 6d6e:10 ... on ifindex 3".
         op: String,
@@ -209,11 +202,25 @@ pub enum TcError {
     },
 }
 
+impl From<crate::netlink::NetlinkError> for TcError {
+    fn from(e: crate::netlink::NetlinkError) -> Self {
+        use crate::netlink::NetlinkError as N;
+        match e {
+            N::Kernel { op, errno, message } => TcError::from_kernel(op, errno, message),
+            N::Closed { op } => TcError::ConnectionClosed { op },
+            N::Overrun { op } => TcError::UnexpectedReply {
+                op,
+                detail: "overrun (the kernel dropped part of the answer)".into(),
+            },
+        }
+    }
+}
+
 impl TcError {
     /// The error for a kernel answer of `-errno` to `op`. EPERM and EACCES
     /// become [`TcError::PermissionDenied`].
     fn from_kernel(op: String, errno: i32, message: Option<String>) -> TcError {
-        if errno == Errno::EPERM as i32 || errno == Errno::EACCES as i32 {
+        if crate::netlink::NetlinkError::is_permission(errno) {
             TcError::PermissionDenied { op }
         } else {
             TcError::Kernel { op, errno, message }
@@ -228,16 +235,6 @@ impl TcError {
             TcError::Socket(e) => e.raw_os_error().map(Errno::from_raw),
             _ => None,
         }
-    }
-}
-
-/// "HTB class in use (EBUSY: Device or resource busy)", or just the errno
-/// part when the kernel gave no text.
-fn describe(errno: i32, message: Option<&str>) -> String {
-    let e = Errno::from_raw(errno);
-    match message {
-        Some(m) => format!("{m} ({e:?}: {})", e.desc()),
-        None => format!("{e:?}: {}", e.desc()),
     }
 }
 
@@ -310,21 +307,7 @@ impl Tc {
     /// Opens a netlink route socket with extended acks (the kernel's error
     /// text) and spawns its connection task on the current tokio runtime.
     pub async fn connect() -> Result<Tc, TcError> {
-        let (mut conn, handle, _unsolicited) =
-            rtnetlink::new_connection().map_err(TcError::Socket)?;
-        {
-            use rtnetlink::sys::AsyncSocket;
-            let socket = conn.socket_mut().socket_mut();
-            // Kernels before 4.12 have neither: errors then come with their
-            // errno only.
-            if let Err(e) = socket.set_ext_ack(true) {
-                debug!(error = %e, "netlink extended ack not available");
-            }
-            if let Err(e) = socket.set_cap_ack(true) {
-                debug!(error = %e, "netlink capped ack not available");
-            }
-        }
-        let connection = tokio::spawn(conn);
+        let (handle, connection) = crate::netlink::open().map_err(TcError::Socket)?;
         Ok(Tc { handle, connection })
     }
 
@@ -634,7 +617,7 @@ impl Tc {
             .map_err(|_| TcError::ConnectionClosed { op: what.clone() })?;
         let mut found = None;
         while let Some(reply) = replies.next().await {
-            match check(&reply, &what) {
+            match crate::netlink::check(&reply, &what).map_err(TcError::from) {
                 Err(e) if e.errno() == Some(Errno::ENODEV) => return Ok(None),
                 r => r?,
             }
@@ -801,107 +784,17 @@ impl Tc {
         flags: u16,
         what: &str,
     ) -> Result<(), TcError> {
-        let mut req = NetlinkMessage::from(msg);
-        req.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        let mut replies = self
-            .handle
-            .clone()
-            .request(req)
-            .map_err(|_| TcError::ConnectionClosed { op: what.into() })?;
-        while let Some(reply) = replies.next().await {
-            check(&reply, what)?;
-        }
-        Ok(())
+        Ok(crate::netlink::request(&self.handle, msg, flags, what).await?)
     }
 
-    /// Runs a dump, redoing it when the kernel flags it as interrupted.
+    /// Runs a dump (see [`crate::netlink::dump`]).
     async fn dump(
         &self,
         msg: RouteNetlinkMessage,
         what: &str,
     ) -> Result<Vec<RouteNetlinkMessage>, TcError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut req = NetlinkMessage::from(msg.clone());
-            req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-            let mut replies = self
-                .handle
-                .clone()
-                .request(req)
-                .map_err(|_| TcError::ConnectionClosed { op: what.into() })?;
-            let mut out = Vec::new();
-            let mut interrupted = false;
-            while let Some(reply) = replies.next().await {
-                interrupted |= reply.header.flags & NLM_F_DUMP_INTR != 0;
-                check(&reply, what)?;
-                if let NetlinkPayload::InnerMessage(m) = reply.payload {
-                    out.push(m);
-                }
-            }
-            if !interrupted || attempt >= DUMP_ATTEMPTS {
-                if interrupted {
-                    debug!(
-                        what,
-                        "dump interrupted by concurrent changes; using it anyway"
-                    );
-                }
-                return Ok(out);
-            }
-        }
+        Ok(crate::netlink::dump(&self.handle, msg, what).await?)
     }
-}
-
-/// Turns an error reply into a [`TcError`]; everything else is fine.
-fn check(reply: &NetlinkMessage<RouteNetlinkMessage>, what: &str) -> Result<(), TcError> {
-    match &reply.payload {
-        NetlinkPayload::Error(e) => match e.code {
-            None => Ok(()),
-            Some(code) => Err(TcError::from_kernel(
-                what.into(),
-                -code.get(),
-                ext_ack_message(reply.header.flags, &e.header),
-            )),
-        },
-        NetlinkPayload::Overrun(_) => Err(TcError::UnexpectedReply {
-            op: what.into(),
-            detail: "overrun (the kernel dropped part of the answer)".into(),
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// The kernel's extended-ack text in an `NLMSG_ERROR` reply. `flags` are
-/// the reply's header flags, `payload` the error payload after the errno:
-/// the echoed request (only its header when `NLM_F_CAPPED`), then TLVs when
-/// `NLM_F_ACK_TLVS`. (The same parser as failover's, which is private to
-/// that module.)
-fn ext_ack_message(flags: u16, payload: &[u8]) -> Option<String> {
-    if flags & NLM_F_ACK_TLVS == 0 {
-        return None;
-    }
-    let echoed = if flags & NLM_F_CAPPED != 0 {
-        NLMSG_HDRLEN
-    } else {
-        let len: [u8; 4] = payload.get(0..4)?.try_into().ok()?;
-        u32::from_ne_bytes(len) as usize
-    };
-    let mut off = echoed.checked_add(3)? & !3;
-    while let Some(head) = payload.get(off..off.checked_add(4)?) {
-        let len = usize::from(u16::from_ne_bytes([head[0], head[1]]));
-        let kind = u16::from_ne_bytes([head[2], head[3]]) & NLA_TYPE_MASK;
-        let value = payload.get(off + 4..off.checked_add(len)?)?;
-        if kind == NLMSGERR_ATTR_MSG {
-            let text = value.split(|&b| b == 0).next().unwrap_or_default();
-            let text = String::from_utf8_lossy(text).trim().to_string();
-            return (!text.is_empty()).then_some(text);
-        }
-        if len < 4 {
-            return None;
-        }
-        off = off.checked_add(len)?.checked_add(3)? & !3;
-    }
-    None
 }
 
 fn check_ifb(name: &str, link: &LinkMessage) -> Result<(), TcError> {
@@ -1471,7 +1364,7 @@ fn stats_of(m: &TcMessage) -> QdiscStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtnetlink::packet_core::{Emitable, Parseable};
+    use rtnetlink::packet_core::{Emitable, NLM_F_ACK, Parseable};
     use rtnetlink::packet_route::tc::TcStatsBasic;
 
     /// The sequence number and ifindex in the captures below.
@@ -1887,23 +1780,7 @@ mod tests {
     }
 
     #[test]
-    fn ext_ack_text_is_found_and_garbage_is_harmless() {
-        let mut p = Vec::new();
-        p.extend_from_slice(&36u32.to_ne_bytes());
-        p.extend_from_slice(&[0u8; 12]);
-        let text = b"HTB class in use\0";
-        p.extend_from_slice(&(4 + text.len() as u16).to_ne_bytes());
-        p.extend_from_slice(&1u16.to_ne_bytes());
-        p.extend_from_slice(text);
-        assert_eq!(
-            ext_ack_message(NLM_F_CAPPED | NLM_F_ACK_TLVS, &p).as_deref(),
-            Some("HTB class in use")
-        );
-        assert_eq!(ext_ack_message(NLM_F_CAPPED, &p), None);
-        for n in 0..p.len() {
-            let _ = ext_ack_message(NLM_F_CAPPED | NLM_F_ACK_TLVS, &p[..n]);
-            let _ = ext_ack_message(NLM_F_ACK_TLVS, &p[..n]);
-        }
+    fn kernel_refusals_read_like_tc() {
         let e = TcError::from_kernel(
             "deleting class 6d6e:10".into(),
             16,
