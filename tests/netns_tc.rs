@@ -24,9 +24,11 @@
 #[path = "common/netns.rs"]
 mod netns;
 
+use netns::{normalise, run_text as run, try_run_text as try_run};
+
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use meshnode::shaping::plan::{
@@ -230,49 +232,8 @@ fn blast(src: Ipv4Addr, dst: Ipv4Addr) -> u64 {
     (PACKETS * (PAYLOAD + 8 + 20)) as u64
 }
 
-/// Deletes namespaces of test processes that died without cleaning up.
 fn reap_stale() {
-    let Ok(list) = try_run("ip", &["netns", "list"]) else {
-        return;
-    };
-    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-        let Some(rest) = name.strip_prefix(NS_PREFIX) else {
-            continue;
-        };
-        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        if let Some(pid) = pid
-            && pid != std::process::id()
-            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        {
-            let _ = try_run("ip", &["netns", "del", name]);
-        }
-    }
-}
-
-fn try_run(program: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{program} {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "{program} {} failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    try_run(program, args).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn normalise(line: &str) -> String {
-    line.split_whitespace().collect::<Vec<_>>().join(" ")
+    netns::reap_stale_namespaces(NS_PREFIX);
 }
 
 /// The `tc -s class show` block (first line plus its indented lines) of

@@ -151,6 +151,42 @@ fn ip(args: &[&str]) -> Output {
     run("ip", args)
 }
 
+/// [`try_run`]'s standard output as text.
+pub fn try_run_text(program: &str, args: &[&str]) -> Result<String, String> {
+    try_run(program, args).map(|o| stdout(&o))
+}
+
+/// [`run`]'s standard output as text.
+pub fn run_text(program: &str, args: &[&str]) -> String {
+    stdout(&run(program, args))
+}
+
+/// `line` with runs of whitespace made single spaces.
+pub fn normalise(line: &str) -> String {
+    line.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Deletes namespaces named `<prefix><pid>-...` of test processes that
+/// died without cleaning up (for tests that make their own namespaces
+/// rather than a [`Lab`]).
+pub fn reap_stale_namespaces(prefix: &str) {
+    let Ok(list) = try_run_text("ip", &["netns", "list"]) else {
+        return;
+    };
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !pid_alive(pid)
+        {
+            let _ = try_run("ip", &["netns", "del", name]);
+        }
+    }
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
