@@ -135,19 +135,16 @@ async fn per_client_classes_share_a_bottleneck_fairly_and_quotas_throttle() {
     {
         return;
     }
-    let lab = Lab::new("shape");
-    let wan = lab.bridge("wan");
-    let lan = lab.bridge("lan");
-    let s = lab.host("s", &[wan]);
-    let r = lab.host("r", &[wan, lan]);
-    let hosts: Vec<Host> = (0..=CLIENTS)
-        .map(|i| lab.host(&format!("c{i}"), &[lan]))
-        .collect();
+    let Site {
+        lab,
+        wan: _,
+        lan,
+        s,
+        r,
+        hosts,
+    } = site("shape", CLIENTS + 1);
     let clients: Vec<&Host> = hosts.iter().collect();
     let lan_if = r.ifname(lan).to_string();
-    let o = r.ip(lan).octets();
-    let lan_net = format!("{}.{}.{}.0/24", o[0], o[1], o[2]);
-    sh(&r, "sysctl -qw net.ipv4.ip_forward=1");
     // neighbours fall from REACHABLE to STALE 1-3 s after their last
     // confirmation (not 15-45 s) and wait 1 s in DELAY (not 5 s), so
     // leaving is quick to see
@@ -155,27 +152,11 @@ async fn per_client_classes_share_a_bottleneck_fairly_and_quotas_throttle() {
         &r,
         &format!(
             "sysctl -qw net.ipv4.neigh.{0}.base_reachable_time_ms=2000 net.ipv4.neigh.{0}.delay_first_probe_time=1",
-            r.ifname(lan)
+            lan_if
         ),
     );
-    sh(&s, &format!("ip route add {lan_net} via {}", r.ip(wan)));
-    for c in &clients {
-        sh(c, &format!("ip route add default via {}", r.ip(lan)));
-    }
-    // one iperf3 server per client (a server runs one test at a time)
-    let servers: Vec<_> = (0..=CLIENTS)
-        .map(|i| {
-            Command::new("ip")
-                .args(["netns", "exec", s.ns(), "iperf3", "-s", "-p"])
-                .arg((5201 + i).to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let _kill = Guard(servers);
-    std::thread::sleep(Duration::from_millis(500));
+    let (cmds, ports) = iperf3_servers(CLIENTS + 1);
+    let _kill = serve(&s, &cmds, &ports);
     let eight: Vec<usize> = (0..CLIENTS).collect();
 
     // 1. no per-client classes: one TBF at the same total rate
@@ -356,28 +337,15 @@ async fn upstream_congestion_lowers_the_shaped_rate() {
     {
         return;
     }
-    let lab = Lab::new("cong");
-    let wan = lab.bridge("wan");
-    let lan = lab.bridge("lan");
-    let s = lab.host("s", &[wan]);
-    let r = lab.host("r", &[wan, lan]);
-    let hosts: Vec<Host> = (0..4).map(|i| lab.host(&format!("c{i}"), &[lan])).collect();
+    let Site {
+        lab,
+        wan,
+        lan,
+        s,
+        r,
+        hosts,
+    } = site("cong", 4);
     let clients: Vec<&Host> = hosts.iter().collect();
-    let o = r.ip(lan).octets();
-    sh(&r, "sysctl -qw net.ipv4.ip_forward=1");
-    sh(
-        &s,
-        &format!(
-            "ip route add {}.{}.{}.0/24 via {}",
-            o[0],
-            o[1],
-            o[2],
-            r.ip(wan)
-        ),
-    );
-    for c in &clients {
-        sh(c, &format!("ip route add default via {}", r.ip(lan)));
-    }
     // the ISP: 15 Mbit/s with up to 300 ms of queue
     let out = sh(
         &s,
@@ -387,35 +355,14 @@ async fn upstream_congestion_lowers_the_shaped_rate() {
         ),
     );
     assert!(out.trim().is_empty(), "{out}");
-    let mut procs: Vec<_> = (0..4)
-        .map(|i| {
-            Command::new("ip")
-                .args(["netns", "exec", s.ns(), "iperf3", "-s", "-p"])
-                .arg((5201 + i).to_string())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    procs.push(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                s.ns(),
-                "python3",
-                "-m",
-                "http.server",
-                "80",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (mut cmds, mut ports) = iperf3_servers(4);
+    cmds.push(
+        ["python3", "-m", "http.server", "80"]
+            .map(String::from)
+            .to_vec(),
     );
-    let _kill = Guard(procs);
-    std::thread::sleep(Duration::from_millis(500));
+    ports.push(80);
+    let _kill = serve(&s, &cmds, &ports);
     let dir = lab.dir().join("r");
     let lan_if = r.ifname(lan);
     let cfg = r.base_config("N0CALL", "r", &dir, lan)
@@ -462,6 +409,94 @@ async fn upstream_congestion_lowers_the_shaped_rate() {
             > low
     })
     .await;
+}
+
+/// A server S (the "internet") routed through a router R to `n` clients
+/// on R's LAN bridge.
+struct Site {
+    lab: Lab,
+    wan: netns::BridgeId,
+    lan: netns::BridgeId,
+    s: Host,
+    r: Host,
+    hosts: Vec<Host>,
+}
+
+fn site(tag: &str, n: usize) -> Site {
+    let lab = Lab::new(tag);
+    let wan = lab.bridge("wan");
+    let lan = lab.bridge("lan");
+    let s = lab.host("s", &[wan]);
+    let r = lab.host("r", &[wan, lan]);
+    let hosts: Vec<Host> = (0..n).map(|i| lab.host(&format!("c{i}"), &[lan])).collect();
+    let o = r.ip(lan).octets();
+    sh(&r, "sysctl -qw net.ipv4.ip_forward=1");
+    sh(
+        &s,
+        &format!(
+            "ip route add {}.{}.{}.0/24 via {}",
+            o[0],
+            o[1],
+            o[2],
+            r.ip(wan)
+        ),
+    );
+    for c in &hosts {
+        sh(c, &format!("ip route add default via {}", r.ip(lan)));
+    }
+    Site {
+        lab,
+        wan,
+        lan,
+        s,
+        r,
+        hosts,
+    }
+}
+
+/// Starts `commands` in `host`'s namespace and waits (10 s at most) until
+/// TCP `ports` listen there; they are killed when the guard goes.
+fn serve(host: &Host, commands: &[Vec<String>], ports: &[u16]) -> Guard {
+    let children = commands
+        .iter()
+        .map(|c| {
+            Command::new("ip")
+                .args(["netns", "exec", host.ns()])
+                .args(c)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let guard = Guard(children);
+    let t = Instant::now();
+    loop {
+        let listening = sh(host, "ss -Hltn");
+        if ports.iter().all(|p| listening.contains(&format!(":{p} "))) {
+            return guard;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "servers not listening on {ports:?}: {listening}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One iperf3 server per client, on 5201, 5202, ... (a server runs one
+/// test at a time).
+fn iperf3_servers(n: usize) -> (Vec<Vec<String>>, Vec<u16>) {
+    let ports: Vec<u16> = (0..n as u16).map(|i| 5201 + i).collect();
+    let cmds = ports
+        .iter()
+        .map(|p| {
+            ["iperf3", "-s", "-p", &p.to_string()]
+                .map(String::from)
+                .to_vec()
+        })
+        .collect();
+    (cmds, ports)
 }
 
 struct Guard(Vec<std::process::Child>);
