@@ -236,9 +236,9 @@ struct Task {
     tc: Tc,
     neigh: rtnetlink::Handle,
     ifaces: Vec<Iface>,
-    /// In a mutex only to make `Task` `Sync` (SQLite's connection is not);
-    /// this task is its one user.
-    db: std::sync::Mutex<UsageDb>,
+    /// Written on the blocking pool (SQLite blocks); the mutex only hands
+    /// it there, this task is its one user.
+    db: Arc<std::sync::Mutex<UsageDb>>,
     rows: BTreeMap<Ipv4Addr, Row>,
     clients: BTreeMap<Ipv4Addr, Client>,
     minors: Minors,
@@ -321,7 +321,7 @@ impl Task {
             tc,
             neigh,
             ifaces,
-            db: std::sync::Mutex::new(db),
+            db: Arc::new(std::sync::Mutex::new(db)),
             rows,
             clients: BTreeMap::new(),
             minors,
@@ -347,7 +347,7 @@ impl Task {
                 Some(cmd) = rx.recv() => match cmd {
                     Cmd::SetQuota(ip, q, reply) => {
                         self.rows.entry(ip).or_default().quota = q;
-                        self.save();
+                        self.save().await;
                         self.scan().await;
                         let st = self.client_status(ip);
                         let _gone = reply.send(st);
@@ -355,7 +355,7 @@ impl Task {
                 },
             }
         }
-        self.save();
+        self.save().await;
         for i in &self.ifaces {
             for (what, idx) in [(&i.name, i.index), (&i.ifb, i.ifb_index)] {
                 if let Err(e) = self.tc.remove(idx).await {
@@ -518,7 +518,7 @@ impl Task {
         self.congestion(&down, &up, dt).await;
         self.apply().await;
         if now.duration_since(self.last_save) >= SAVE_EVERY {
-            self.save();
+            self.save().await;
         }
         self.publish();
     }
@@ -726,10 +726,14 @@ impl Task {
         self.view.write().expect("lock").clients = list;
     }
 
-    fn save(&mut self) {
+    async fn save(&mut self) {
         self.last_save = Instant::now();
-        if let Err(e) = self.db.lock().expect("lock").save(&self.rows) {
-            tracing::warn!(error = %e, "saving client usage failed");
+        let (db, rows) = (self.db.clone(), self.rows.clone());
+        let r = tokio::task::spawn_blocking(move || db.lock().expect("lock").save(&rows)).await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "saving client usage failed"),
+            Err(e) => tracing::warn!(error = %e, "saving client usage failed"),
         }
     }
 }
