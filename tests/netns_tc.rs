@@ -32,7 +32,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use meshnode::shaping::plan::{
-    ClassSpec, Dir, FilterSpec, MAJOR, Op, Tree, diff, leaf_queue_bytes,
+    ClassSpec, Dir, FilterSpec, MAJOR, Match, Op, Tree, diff, leaf_queue_bytes,
 };
 use meshnode::shaping::tc::{Tc, TcError};
 use nix::sched::CloneFlags;
@@ -280,15 +280,14 @@ fn class(minor: u16, parent: u16, rate: u64, ceil: u64, prio: u32) -> ClassSpec 
 fn filter(pref: u16, ip: Ipv4Addr, dir: Dir, class: u16) -> FilterSpec {
     FilterSpec {
         pref,
-        ip,
-        dir,
+        key: Match::addr(dir, ip),
         class,
     }
 }
 
 /// The LAN link 6d6e:1 at 8 Mbit/s, clients .10 and .11 with 2 Mbit/s each
-/// borrowing up to the link, a default class, and a 5/40 Gbit/s class that
-/// needs the 64-bit attributes.
+/// borrowing up to the link, a default class, a 5/40 Gbit/s class that
+/// needs the 64-bit attributes, and DSCP EF sent to the default class.
 fn lan_tree(dir: Dir) -> Tree {
     Tree {
         default_class: 0x20,
@@ -300,6 +299,11 @@ fn lan_tree(dir: Dir) -> Tree {
             class(0x30, 0, 625_000_000, 5_000_000_000, 2),
         ],
         filters: vec![
+            FilterSpec {
+                pref: 1,
+                key: Match::Dscp(46),
+                class: 0x20,
+            },
             filter(10, CLIENTS[0], dir, 0x10),
             filter(11, CLIENTS[1], dir, 0x11),
         ],
@@ -414,6 +418,12 @@ fn tree_is_installed_read_back_rerated_shrunk_and_removed() {
             assert!(
                 filters.contains("match c000020a/ffffffff at 16")
                     && filters.contains("*flowid 6d6e:10"),
+                "{filters}"
+            );
+            // DSCP EF as `tc ... match ip dsfield 0xb8 0xfc` shows it
+            assert!(
+                filters.contains("match 00b80000/00fc0000 at 0")
+                    && filters.contains("*flowid 6d6e:20"),
                 "{filters}"
             );
             // Every class without children has its bfifo, 6d6e:1 none.

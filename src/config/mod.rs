@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::node::{Callsign, Label};
-pub use units::{BitRate, ByteSize, DurationStr};
+pub use units::{BitRate, ByteSize, Dscp, DurationStr};
 
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/meshnode.toml";
@@ -106,10 +106,17 @@ pub struct ShapingConfig {
     #[serde(default = "one")]
     pub client_ceil: Fraction,
     /// Guaranteed to the priority class (essential / emergency traffic:
-    /// `priority_hosts` and DSCP EF), which is never starved.
+    /// `priority_dscp` and `priority_hosts`), which is never starved.
     #[serde(default = "default_priority_share")]
     pub priority_share: Fraction,
-    /// Addresses whose traffic goes to the priority class.
+    /// Packets marked with these DSCPs go to the priority class, from
+    /// whichever host. Default `["EF"]` (voice, emergency lines). A host
+    /// that marks bulk traffic EF only gains the link's spare capacity:
+    /// every client class keeps its guaranteed rate.
+    #[serde(default = "default_priority_dscp")]
+    pub priority_dscp: Vec<Dscp>,
+    /// Addresses whose traffic goes to the priority class. With
+    /// `priority_dscp`, at most [`MAX_PRIORITY_FILTERS`] entries.
     #[serde(default)]
     pub priority_hosts: Vec<std::net::Ipv4Addr>,
     /// Addresses never shaped as clients (e.g. other routers): their
@@ -163,6 +170,13 @@ impl<'de> Deserialize<'de> for Fraction {
     }
 }
 
+/// Most `priority_dscp` plus `priority_hosts` entries: their filters sit
+/// before the clients' (u32 prefs 1..=15).
+pub const MAX_PRIORITY_FILTERS: usize = 15;
+
+fn default_priority_dscp() -> Vec<Dscp> {
+    vec![Dscp::EF]
+}
 fn default_shaping_interfaces() -> Vec<String> {
     vec!["br-lan".into()]
 }
@@ -201,6 +215,7 @@ impl Default for ShapingConfig {
             client_min: default_client_min(),
             client_ceil: one(),
             priority_share: default_priority_share(),
+            priority_dscp: default_priority_dscp(),
             priority_hosts: Vec::new(),
             exempt: Vec::new(),
             daily_quota: None,
@@ -652,6 +667,20 @@ pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
             message: "http.listen needs at least one address".into(),
         });
     }
+    let s = &cfg.shaping;
+    if s.priority_dscp.len() + s.priority_hosts.len() > MAX_PRIORITY_FILTERS {
+        let offset = text.find("priority_hosts").or_else(|| text.find("priority_dscp"));
+        let (line, column) = line_column(text, offset.unwrap_or(0));
+        return Err(ConfigError::Invalid {
+            path: name.to_string(),
+            line,
+            column,
+            message: format!(
+                "shaping: priority_dscp and priority_hosts have {} entries together; at most {MAX_PRIORITY_FILTERS}",
+                s.priority_dscp.len() + s.priority_hosts.len()
+            ),
+        });
+    }
     Ok(cfg)
 }
 
@@ -784,6 +813,24 @@ mod tests {
         let (line, _, msg) = err("[node]\ncallsign = \"N0CALL\"\n[http]\nlisten = []\n");
         assert_eq!(line, 4);
         assert!(msg.contains("at least one"), "{msg}");
+    }
+
+    #[test]
+    fn priority_entries_are_bounded_and_dscp_names_checked() {
+        let hosts: Vec<String> = (1..=15).map(|i| format!("\"10.0.0.{i}\"")).collect();
+        let text = format!(
+            "[node]\ncallsign = \"N0CALL\"\n[shaping]\npriority_hosts = [{}]\n",
+            hosts.join(", ")
+        );
+        let (line, _, msg) = err(&text);
+        assert_eq!(line, 4);
+        assert!(msg.contains("16 entries together; at most 15"), "{msg}");
+        let ok = text.replace("[shaping]", "[shaping]\npriority_dscp = []");
+        assert_eq!(parse(&ok, "t.toml").unwrap().shaping.priority_hosts.len(), 15);
+        let (line, col, msg) =
+            err("[node]\ncallsign = \"N0CALL\"\n[shaping]\npriority_dscp = [\"EF\", \"AF51\"]\n");
+        assert_eq!((line, col), (4, 24));
+        assert!(msg.contains("invalid DSCP \"AF51\""), "{msg}");
     }
 
     #[test]

@@ -227,6 +227,78 @@ impl<'de> Deserialize<'de> for DurationStr {
     }
 }
 
+/// A DiffServ code point (0..=63), written as a number or by its name:
+/// `"EF"` (46), `"VA"` (44, voice admit), `"CS0"`..`"CS7"`, `"AF11"`..`"AF43"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Dscp(pub u8);
+
+impl Dscp {
+    /// Expedited forwarding (RFC 3246): voice and other traffic that must
+    /// not wait.
+    pub const EF: Dscp = Dscp(46);
+
+    /// Parses a name or a number.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim().to_ascii_uppercase();
+        let bad = || {
+            format!("invalid DSCP {s:?}: expected 0..=63 or a name such as \"EF\", \"CS6\", \"AF41\"")
+        };
+        let v = match t.as_str() {
+            "EF" => 46,
+            "VA" => 44,
+            _ if t.starts_with("CS") => match t[2..].parse::<u8>() {
+                Ok(n @ 0..=7) => n << 3,
+                _ => return Err(bad()),
+            },
+            _ if t.starts_with("AF") => match t[2..].as_bytes() {
+                [c @ b'1'..=b'4', d @ b'1'..=b'3'] => ((c - b'0') << 3) | ((d - b'0') << 1),
+                _ => return Err(bad()),
+            },
+            _ => match t.parse::<u8>() {
+                Ok(n @ 0..=63) => n,
+                _ => return Err(bad()),
+            },
+        };
+        Ok(Dscp(v))
+    }
+}
+
+impl fmt::Display for Dscp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            46 => f.write_str("EF"),
+            44 => f.write_str("VA"),
+            v if v & 7 == 0 => write!(f, "CS{}", v >> 3),
+            v if (1..=4).contains(&(v >> 3)) && v & 1 == 0 && (1..=3).contains(&((v & 7) >> 1)) => {
+                write!(f, "AF{}{}", v >> 3, (v & 7) >> 1)
+            }
+            v => write!(f, "{v}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Dscp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Dscp;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a DSCP such as \"EF\" or a number 0..=63")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dscp, E> {
+                Dscp::parse(&v.to_string()).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dscp, E> {
+                Dscp::parse(&v.to_string()).map_err(E::custom)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Dscp, E> {
+                Dscp::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,5 +354,18 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown unit")
         );
+    }
+
+    #[test]
+    fn dscp_names_and_numbers() {
+        for (text, v) in [("EF", 46), ("ef", 46), ("VA", 44), ("CS0", 0), ("CS6", 48), ("AF11", 10), ("AF43", 38), ("63", 63), ("0", 0)] {
+            assert_eq!(Dscp::parse(text), Ok(Dscp(v)), "{text}");
+        }
+        for bad in ["64", "CS8", "AF44", "AF51", "X", "", "-1"] {
+            assert!(Dscp::parse(bad).unwrap_err().contains("invalid DSCP"), "{bad}");
+        }
+        for v in 0..64 {
+            assert_eq!(Dscp::parse(&Dscp(v).to_string()), Ok(Dscp(v)));
+        }
     }
 }

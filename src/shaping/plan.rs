@@ -12,8 +12,11 @@
 //! ├── class 6d6e:<minor> parent 6d6e: rate ceil prio     (parent 0)
 //! │   ├── class 6d6e:<minor> parent 6d6e:<parent> ...
 //! │   │   └── leaf qdisc bfifo (see leaf_queue_bytes; managed by tc.rs)
-//! filter parent 6d6e: protocol ip pref <pref> u32 match ip dst|src <ip>/32 flowid 6d6e:<class>
+//! filter parent 6d6e: protocol ip pref <pref> u32 match <key> flowid 6d6e:<class>
 //! ```
+//!
+//! A filter's key ([`Match`]) is a client's address or a DSCP value (the
+//! essential traffic that goes to the priority class).
 //!
 //! On a LAN interface the filters match the client's address as IP
 //! *destination* (its download leaves through the LAN's egress); on the
@@ -82,33 +85,87 @@ pub enum Dir {
     Src,
 }
 
-impl Dir {
-    /// Offset of the address in the IPv4 header (u32 `match ip dst` = 16,
-    /// `match ip src` = 12).
-    pub fn ip_offset(self) -> u16 {
+
+/// What one u32 filter matches: a single 32-bit key of the IPv4 header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Match {
+    /// `match ip dst <ip>/32`: a client's downloads, on the LAN egress.
+    Dst(Ipv4Addr),
+    /// `match ip src <ip>/32`: a client's uploads, on the IFB.
+    Src(Ipv4Addr),
+    /// `match ip dsfield <dscp << 2> 0xfc`: packets marked with this DSCP
+    /// (0..=63), whoever sends them.
+    Dscp(u8),
+}
+
+impl Match {
+    /// A client's address, matched in direction `dir`.
+    pub fn addr(dir: Dir, ip: Ipv4Addr) -> Match {
+        match dir {
+            Dir::Dst => Match::Dst(ip),
+            Dir::Src => Match::Src(ip),
+        }
+    }
+
+    /// The client address it matches, if it is an address match.
+    pub fn ip(self) -> Option<Ipv4Addr> {
         match self {
-            Dir::Dst => 16,
-            Dir::Src => 12,
+            Match::Dst(ip) | Match::Src(ip) => Some(ip),
+            Match::Dscp(_) => None,
+        }
+    }
+
+    /// The u32 key as the kernel holds it: `(off, val, mask)`, `val` and
+    /// `mask` in host order (the selector carries them big-endian). The
+    /// DSCP is the top six bits of the header's second byte, so it sits at
+    /// bits 18..24 of the word at offset 0, which is where `tc` puts
+    /// `match ip dsfield`.
+    pub fn key(self) -> (u16, u32, u32) {
+        match self {
+            Match::Dst(ip) => (16, u32::from(ip), u32::MAX),
+            Match::Src(ip) => (12, u32::from(ip), u32::MAX),
+            Match::Dscp(d) => (0, u32::from(d & 0x3f) << 18, DSCP_MASK),
+        }
+    }
+
+    /// The inverse of [`Match::key`]; `None` for any other key.
+    pub fn from_key(off: i32, val: u32, mask: u32) -> Option<Match> {
+        match (off, mask) {
+            (16, u32::MAX) => Some(Match::Dst(Ipv4Addr::from(val))),
+            (12, u32::MAX) => Some(Match::Src(Ipv4Addr::from(val))),
+            (0, DSCP_MASK) if val & !DSCP_MASK == 0 => Some(Match::Dscp((val >> 18) as u8)),
+            _ => None,
         }
     }
 }
 
-/// One u32 filter: `protocol ip pref <pref> u32 match ip <dir> <ip>/32
-/// flowid MAJOR:<class>`.
+/// The DSCP bits of the first word of an IPv4 header.
+const DSCP_MASK: u32 = 0x00fc_0000;
+
+impl fmt::Display for Match {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Match::Dst(ip) => write!(f, "ip dst {ip}/32"),
+            Match::Src(ip) => write!(f, "ip src {ip}/32"),
+            Match::Dscp(d) => write!(f, "ip dsfield {:#04x} 0xfc", d << 2),
+        }
+    }
+}
+
+/// One u32 filter: `protocol ip pref <pref> u32 match <key> flowid
+/// MAJOR:<class>`.
 ///
 /// A filter on our qdisc that `read_tree` does not recognise as one of these
 /// (another classifier, several keys, several filters at one pref) reads back
-/// as `{ pref, ip: 0.0.0.0, dir: Dst, class: 0 }`. No valid desired tree
+/// as `{ pref, key: Dst(0.0.0.0), class: 0 }`. No valid desired tree
 /// has class 0, so [`diff`] replaces or deletes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterSpec {
     /// The filter's priority; also identifies it (one filter per pref).
-    /// Never 0 (the kernel would pick one).
+    /// Never 0 (the kernel would pick one). Lower prefs are tried first.
     pub pref: u16,
-    /// The client's address, matched as /32.
-    pub ip: Ipv4Addr,
-    /// Which address of the packet is matched.
-    pub dir: Dir,
+    /// What it matches.
+    pub key: Match,
     /// Minor of the class matching packets go to.
     pub class: u16,
 }
@@ -299,14 +356,8 @@ impl fmt::Display for Op {
             Op::DeleteClass(m) => write!(f, "deleting class {MAJOR:x}:{m:x}"),
             Op::AddFilter(x) => write!(
                 f,
-                "adding filter pref {} u32 match ip {} {}/32 flowid {MAJOR:x}:{:x}",
-                x.pref,
-                match x.dir {
-                    Dir::Dst => "dst",
-                    Dir::Src => "src",
-                },
-                x.ip,
-                x.class
+                "adding filter pref {} u32 match {} flowid {MAJOR:x}:{:x}",
+                x.pref, x.key, x.class
             ),
             Op::DeleteFilter(p) => write!(f, "deleting filter pref {p}"),
         }
@@ -454,8 +505,7 @@ mod tests {
     fn filter(pref: u16, last_octet: u8, class: u16) -> FilterSpec {
         FilterSpec {
             pref,
-            ip: Ipv4Addr::new(192, 0, 2, last_octet),
-            dir: Dir::Dst,
+            key: Match::Dst(Ipv4Addr::new(192, 0, 2, last_octet)),
             class,
         }
     }
@@ -670,7 +720,7 @@ mod tests {
         let actual = lan();
         let mut desired = lan();
         desired.filters[0].class = 0x11;
-        desired.filters[1].ip = Ipv4Addr::new(192, 0, 2, 99);
+        desired.filters[1].key = Match::Dst(Ipv4Addr::new(192, 0, 2, 99));
         assert_eq!(
             run(&desired, Some(&actual)),
             vec![
@@ -687,8 +737,7 @@ mod tests {
         let mut actual = lan();
         actual.filters.push(FilterSpec {
             pref: 99,
-            ip: Ipv4Addr::UNSPECIFIED,
-            dir: Dir::Dst,
+            key: Match::Dst(Ipv4Addr::UNSPECIFIED),
             class: 0,
         });
         assert_eq!(run(&lan(), Some(&actual)), vec![Op::DeleteFilter(99)]);
@@ -784,7 +833,7 @@ mod tests {
             (
                 1u16..=6,
                 1u8..=4,
-                any::<bool>(),
+                0u8..3,
                 any::<prop::sample::Index>(),
             ),
             0..6,
@@ -802,13 +851,15 @@ mod tests {
                     .push(class(minor, parent, rate, rate + extra, prio));
             }
             if !t.classes.is_empty() {
-                for (pref, octet, src, c) in fs {
+                for (pref, octet, kind, c) in fs {
                     if t.filters.iter().any(|f| f.pref == pref) {
                         continue;
                     }
                     let mut f = filter(pref, octet, c.get(&t.classes).minor);
-                    if src {
-                        f.dir = Dir::Src;
+                    match kind {
+                        0 => {}
+                        1 => f.key = Match::Src(f.key.ip().expect("an address")),
+                        _ => f.key = Match::Dscp(octet & 0x3f),
                     }
                     t.filters.push(f);
                 }
@@ -832,8 +883,8 @@ mod tests {
             if let (Some(a), Some(pref)) = (actual.as_mut(), junk)
                 && !a.filters.iter().any(|f| f.pref == pref)
             {
-                let ip = Ipv4Addr::UNSPECIFIED;
-                a.filters.push(FilterSpec { pref, ip, dir: Dir::Dst, class: 0 });
+                let key = Match::Dst(Ipv4Addr::UNSPECIFIED);
+                a.filters.push(FilterSpec { pref, key, class: 0 });
             }
             // `run` applies the ops to the simulator, which fails on any op
             // the kernel would refuse in that state, and checks the result.

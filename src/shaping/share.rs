@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use super::plan::{ClassSpec, Dir, FilterSpec, Tree};
+use super::plan::{ClassSpec, Dir, FilterSpec, Match, Tree};
 use crate::config::ShapingConfig;
 
 /// The root class under meshnode's qdisc.
@@ -92,15 +92,18 @@ pub fn tree(cfg: &ShapingConfig, dir: Dir, link: u64, clients: &[ClientShape]) -
             prio: 2,
         },
     ];
-    let mut filters: Vec<FilterSpec> = cfg
-        .priority_hosts
+    // Priority matches first (prefs 1..FIRST_CLIENT): they win over the
+    // client filters, which the kernel tries after them.
+    let keys = cfg
+        .priority_dscp
         .iter()
-        .enumerate()
-        .take(usize::from(FIRST_CLIENT - 1))
-        .map(|(i, ip)| FilterSpec {
-            pref: i as u16 + 1,
-            ip: *ip,
-            dir,
+        .map(|d| Match::Dscp(d.0))
+        .chain(cfg.priority_hosts.iter().map(|ip| Match::addr(dir, *ip)));
+    let mut filters: Vec<FilterSpec> = (1..FIRST_CLIENT)
+        .zip(keys)
+        .map(|(pref, key)| FilterSpec {
+            pref,
+            key,
             class: PRIORITY,
         })
         .collect();
@@ -121,8 +124,7 @@ pub fn tree(cfg: &ShapingConfig, dir: Dir, link: u64, clients: &[ClientShape]) -
         });
         filters.push(FilterSpec {
             pref: c.minor,
-            ip: c.ip,
-            dir,
+            key: Match::addr(dir, c.ip),
             class: c.minor,
         });
     }
@@ -191,7 +193,7 @@ impl Minors {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BitRate, Fraction};
+    use crate::config::{BitRate, Dscp, Fraction};
 
     fn cfg() -> ShapingConfig {
         ShapingConfig {
@@ -236,11 +238,20 @@ mod tests {
             .map(|k| k.rate)
             .sum();
         assert!(sum <= link, "{sum} > {link}");
-        assert_eq!(t.filters.len(), 8);
+        // DSCP EF (the default priority_dscp), then one per client
+        assert_eq!(t.filters.len(), 9);
+        assert_eq!(
+            t.filters[0],
+            FilterSpec {
+                pref: 1,
+                key: Match::Dscp(46),
+                class: PRIORITY
+            }
+        );
         assert!(
-            t.filters
+            t.filters[1..]
                 .iter()
-                .all(|f| f.dir == Dir::Dst && f.pref == f.class)
+                .all(|f| matches!(f.key, Match::Dst(_)) && f.pref == f.class)
         );
     }
 
@@ -277,15 +288,32 @@ mod tests {
     }
 
     #[test]
-    fn priority_hosts_go_to_the_priority_class() {
+    fn marked_packets_and_priority_hosts_go_to_the_priority_class_before_any_client() {
+        let h = Ipv4Addr::new(10, 0, 0, 2);
         let c = ShapingConfig {
-            priority_hosts: vec![Ipv4Addr::new(10, 0, 0, 2)],
+            priority_dscp: vec![Dscp::EF, Dscp(48)],
+            priority_hosts: vec![h],
             ..cfg()
         };
-        let t = tree(&c, Dir::Dst, 1_000_000, &[]);
-        assert_eq!(t.filters.len(), 1);
-        assert_eq!((t.filters[0].pref, t.filters[0].class), (1, PRIORITY));
-        assert_eq!(t.default_class, DEFAULT);
+        let keys = |dir| {
+            let t = tree(&c, dir, 1_000_000, &clients(1));
+            assert_eq!(t.default_class, DEFAULT);
+            t.filters
+                .iter()
+                .map(|f| (f.pref, f.key, f.class))
+                .collect::<Vec<_>>()
+        };
+        let c0 = clients(1)[0];
+        assert_eq!(
+            keys(Dir::Dst),
+            vec![
+                (1, Match::Dscp(46), PRIORITY),
+                (2, Match::Dscp(48), PRIORITY),
+                (3, Match::Dst(h), PRIORITY),
+                (c0.minor, Match::Dst(c0.ip), c0.minor),
+            ]
+        );
+        assert_eq!(keys(Dir::Src)[2], (3, Match::Src(h), PRIORITY));
     }
 
     #[test]

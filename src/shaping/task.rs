@@ -301,7 +301,9 @@ impl Task {
                 .map_err(|e| format!("{ifb}: {e}"))?;
             if let Some(t) = &down {
                 for f in &t.filters {
-                    minors.adopt(f.ip, f.class);
+                    if let Some(ip) = f.key.ip() {
+                        minors.adopt(ip, f.class);
+                    }
                 }
             }
             ifaces.push(Iface {

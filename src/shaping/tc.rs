@@ -77,7 +77,7 @@ use rtnetlink::packet_route::tc::{
 };
 use tracing::debug;
 
-use super::plan::{ClassSpec, Dir, FilterSpec, MAJOR, Op, Tree, leaf_queue_bytes};
+use super::plan::{ClassSpec, FilterSpec, MAJOR, Match, Op, Tree, leaf_queue_bytes};
 
 /// Pref (priority) of meshnode's ingress redirect filter: 0x6d6e, like
 /// [`MAJOR`], so `tc filter show` makes its owner recognisable.
@@ -941,17 +941,18 @@ pub fn htb_class(ifindex: u32, c: &ClassSpec) -> TcMessage {
 }
 
 /// `tc filter add dev <if> parent 6d6e: protocol ip pref <pref> u32 match
-/// ip dst|src <ip>/32 flowid 6d6e:<class>`. Send with `NLM_F_CREATE |
-/// NLM_F_EXCL`.
+/// ip dst|src <ip>/32 (or match ip dsfield <tos> 0xfc) flowid 6d6e:<class>`.
+/// Send with `NLM_F_CREATE | NLM_F_EXCL`.
 pub fn u32_filter(ifindex: u32, f: &FilterSpec) -> TcMessage {
     let mut m = tc_message(ifindex);
     m.header.parent = our_qdisc();
     m.header.info = filter_info(f.pref, ETH_P_IP);
+    let (off, val, mask) = f.key.key();
     let mut key = TcU32Key::default();
-    key.mask = u32::MAX;
     // Host order; the crate writes mask and val big-endian.
-    key.val = u32::from(f.ip);
-    key.off = i32::from(f.dir.ip_offset());
+    key.mask = mask;
+    key.val = val;
+    key.off = i32::from(off);
     let mut sel = TcU32Selector::default();
     sel.flags = TcU32SelectorFlags::Terminal;
     sel.nkeys = 1;
@@ -1214,11 +1215,7 @@ fn filter_of(m: &TcMessage) -> Option<FilterSpec> {
     let [key] = sel.keys.as_slice() else {
         return None;
     };
-    let dir = match key.off {
-        12 => Dir::Src,
-        16 => Dir::Dst,
-        _ => return None,
-    };
+    let matches = Match::from_key(key.off, key.val, key.mask)?;
     let plain = sel.flags.contains(TcU32SelectorFlags::Terminal)
         && sel.offshift == 0
         && sel.offmask == 0
@@ -1226,13 +1223,11 @@ fn filter_of(m: &TcMessage) -> Option<FilterSpec> {
         && sel.offoff == 0
         && sel.hoff == 0
         && sel.hmask == 0
-        && key.mask == u32::MAX
         && key.offmask == 0
         && class.major == MAJOR;
     plain.then(|| FilterSpec {
         pref: pref_of(m),
-        ip: Ipv4Addr::from(key.val),
-        dir,
+        key: matches,
         class: class.minor,
     })
 }
@@ -1266,8 +1261,7 @@ fn filters_of(msgs: &[TcMessage]) -> Vec<FilterSpec> {
             }
             .unwrap_or(FilterSpec {
                 pref,
-                ip: Ipv4Addr::UNSPECIFIED,
-                dir: Dir::Dst,
+                key: Match::Dst(Ipv4Addr::UNSPECIFIED),
                 class: 0,
             })
         })
@@ -1548,8 +1542,7 @@ mod tests {
         ];
         let f = FilterSpec {
             pref: 10,
-            ip: Ipv4Addr::new(192, 0, 2, 10),
-            dir: Dir::Dst,
+            key: Match::Dst(Ipv4Addr::new(192, 0, 2, 10)),
             class: 0x10,
         };
         let ours = bytes(
@@ -1568,8 +1561,7 @@ mod tests {
         src[84] = 0x0c;
         let f = FilterSpec {
             pref: 11,
-            ip: Ipv4Addr::new(192, 0, 2, 11),
-            dir: Dir::Src,
+            key: Match::Src(Ipv4Addr::new(192, 0, 2, 11)),
             class: 0x11,
         };
         let ours = bytes(
@@ -1577,6 +1569,25 @@ mod tests {
             NLM_F_CREATE | NLM_F_EXCL,
         );
         assert_eq!(ours, src);
+        assert_eq!(filter_of(&reparsed(u32_filter(IFINDEX, &f))), Some(f));
+
+        // ... pref 1 u32 match ip dsfield 0xb8 0xfc flowid 6d6e:2 (DSCP EF;
+        // `tc filter show` prints it as `match 00b80000/00fc0000 at 0`):
+        // pref, classid, and the key's mask, value and offset 0 differ.
+        let mut ef = dst.to_vec();
+        ef[34] = 0x01;
+        ef[52] = 0x02;
+        ef[76..88].copy_from_slice(&[0x00, 0xfc, 0x00, 0x00, 0x00, 0xb8, 0x00, 0x00, 0, 0, 0, 0]);
+        let f = FilterSpec {
+            pref: 1,
+            key: Match::Dscp(46),
+            class: 2,
+        };
+        let ours = bytes(
+            RouteNetlinkMessage::NewTrafficFilter(u32_filter(IFINDEX, &f)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        );
+        assert_eq!(ours, ef);
         assert_eq!(filter_of(&reparsed(u32_filter(IFINDEX, &f))), Some(f));
     }
 
@@ -1733,8 +1744,7 @@ mod tests {
     fn unrecognised_filters_read_as_class_zero() {
         let f = FilterSpec {
             pref: 5,
-            ip: Ipv4Addr::new(192, 0, 2, 5),
-            dir: Dir::Src,
+            key: Match::Src(Ipv4Addr::new(192, 0, 2, 5)),
             class: 7,
         };
         let ours = u32_filter(IFINDEX, &f);
@@ -1749,8 +1759,7 @@ mod tests {
         // Two filters at one pref, or a foreign classifier.
         let junk = FilterSpec {
             pref: 5,
-            ip: Ipv4Addr::UNSPECIFIED,
-            dir: Dir::Dst,
+            key: Match::Dst(Ipv4Addr::UNSPECIFIED),
             class: 0,
         };
         assert_eq!(
