@@ -69,7 +69,9 @@ fn transfer(server: &Host, clients: &[&Host], who: &[usize], secs: u32, down: bo
                 .arg(server.ips()[0].to_string())
                 .args(["-p", &(5201 + i).to_string(), "-J", "-P", streams])
                 .args(if down { &["-R"][..] } else { &[][..] })
-                .args(["-t", &secs.to_string(), "--connect-timeout", "3000"])
+                // the first second (slow start) is left out of the figure
+                .args(["-t", &secs.to_string(), "-O", "1"])
+                .args(["--connect-timeout", "3000"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -155,7 +157,8 @@ async fn per_client_classes_share_a_bottleneck_fairly_and_quotas_throttle() {
             lan_if
         ),
     );
-    let (cmds, ports) = iperf3_servers(CLIENTS + 1);
+    // one server port per client, and two for the priority check's flows
+    let (cmds, ports) = iperf3_servers(CLIENTS + 3);
     let _kill = serve(&s, &cmds, &ports);
     let eight: Vec<usize> = (0..CLIENTS).collect();
 
@@ -226,6 +229,61 @@ async fn per_client_classes_share_a_bottleneck_fairly_and_quotas_throttle() {
         up.iter().sum::<f64>() < f64::from(RATE_MBIT as u32) * 1.1,
         "uploads held to the uplink rate: {up:?}"
     );
+    // essential traffic: while all eight upload, client 3 also sends a
+    // DSCP EF-marked UDP flow and client 4 the same flow unmarked, each
+    // 6 Mbit/s, above a client's fair share (36/9 = 4 Mbit/s). EF goes to
+    // the priority class (guaranteed 4 Mbit/s, first to borrow).
+    let udp = |i: usize, port: usize, tos: Option<&str>| {
+        Command::new("ip")
+            .args(["netns", "exec", clients[i].ns(), "iperf3", "-c"])
+            .arg(s.ips()[0].to_string())
+            .args(["-p", &(5201 + port).to_string(), "-J", "-u", "-b", "6M"])
+            .args(tos.map(|t| vec!["-S", t]).unwrap_or_default())
+            .args(["-t", &ROUND_SECS.to_string(), "--connect-timeout", "3000"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let ifb_prio = |r: &Host| {
+        // (`tc -j` prints no JSON for classes in this iproute2)
+        let out = sh(r, "tc -s class show dev mnifb0 classid 6d6e:2");
+        out.split_once(" Sent ")
+            .and_then(|(_, rest)| rest.split(' ').next()?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no byte counter in {out}"))
+    };
+    let before = ifb_prio(&r);
+    let marked = udp(3, CLIENTS + 1, Some("0xb8"));
+    let unmarked = udp(4, CLIENTS + 2, None);
+    let _tcp = transfer(&s, &clients, &eight, ROUND_SECS, false);
+    let result = |c: std::process::Child| {
+        let out = c.wait_with_output().unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let sum = &v["end"]["sum"];
+        (
+            sum["lost_percent"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{v}")),
+            sum["bytes"].as_u64().unwrap(),
+        )
+    };
+    let (ef_lost, ef_bytes) = result(marked);
+    let (plain_lost, _) = result(unmarked);
+    let counted = ifb_prio(&r) - before;
+    println!(
+        "  6 Mbit/s UDP beside eight TCP uploads: marked EF lost {ef_lost:.1}%, unmarked {plain_lost:.1}%; \
+         the priority class carried {counted} B of the EF flow's {ef_bytes} B"
+    );
+    assert!(ef_lost < 5.0, "EF-marked flow lost {ef_lost:.1}%");
+    assert!(
+        plain_lost > ef_lost,
+        "unmarked {plain_lost:.1}% vs EF {ef_lost:.1}%"
+    );
+    assert!(
+        counted as f64 >= ef_bytes as f64 * 0.95,
+        "priority class carried {counted} B of {ef_bytes} B"
+    );
+
     // the kernel holds our tree: root qdisc 6d6e:, a class per client (as
     // many as the API calls active; another LAN host may come and go)
     wait_for("as many client classes as active clients", 10, || async {

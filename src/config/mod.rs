@@ -669,7 +669,9 @@ pub fn parse(text: &str, name: &str) -> Result<Config, ConfigError> {
     }
     let s = &cfg.shaping;
     if s.priority_dscp.len() + s.priority_hosts.len() > MAX_PRIORITY_FILTERS {
-        let offset = text.find("priority_hosts").or_else(|| text.find("priority_dscp"));
+        let offset = text
+            .find("priority_hosts")
+            .or_else(|| text.find("priority_dscp"));
         let (line, column) = line_column(text, offset.unwrap_or(0));
         return Err(ConfigError::Invalid {
             path: name.to_string(),
@@ -826,7 +828,10 @@ mod tests {
         assert_eq!(line, 4);
         assert!(msg.contains("16 entries together; at most 15"), "{msg}");
         let ok = text.replace("[shaping]", "[shaping]\npriority_dscp = []");
-        assert_eq!(parse(&ok, "t.toml").unwrap().shaping.priority_hosts.len(), 15);
+        assert_eq!(
+            parse(&ok, "t.toml").unwrap().shaping.priority_hosts.len(),
+            15
+        );
         let (line, col, msg) =
             err("[node]\ncallsign = \"N0CALL\"\n[shaping]\npriority_dscp = [\"EF\", \"AF51\"]\n");
         assert_eq!((line, col), (4, 24));

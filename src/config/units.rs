@@ -241,7 +241,9 @@ impl Dscp {
     pub fn parse(s: &str) -> Result<Self, String> {
         let t = s.trim().to_ascii_uppercase();
         let bad = || {
-            format!("invalid DSCP {s:?}: expected 0..=63 or a name such as \"EF\", \"CS6\", \"AF41\"")
+            format!(
+                "invalid DSCP {s:?}: expected 0..=63 or a name such as \"EF\", \"CS6\", \"AF41\""
+            )
         };
         let v = match t.as_str() {
             "EF" => 46,
@@ -358,11 +360,24 @@ mod tests {
 
     #[test]
     fn dscp_names_and_numbers() {
-        for (text, v) in [("EF", 46), ("ef", 46), ("VA", 44), ("CS0", 0), ("CS6", 48), ("AF11", 10), ("AF43", 38), ("63", 63), ("0", 0)] {
+        for (text, v) in [
+            ("EF", 46),
+            ("ef", 46),
+            ("VA", 44),
+            ("CS0", 0),
+            ("CS6", 48),
+            ("AF11", 10),
+            ("AF43", 38),
+            ("63", 63),
+            ("0", 0),
+        ] {
             assert_eq!(Dscp::parse(text), Ok(Dscp(v)), "{text}");
         }
         for bad in ["64", "CS8", "AF44", "AF51", "X", "", "-1"] {
-            assert!(Dscp::parse(bad).unwrap_err().contains("invalid DSCP"), "{bad}");
+            assert!(
+                Dscp::parse(bad).unwrap_err().contains("invalid DSCP"),
+                "{bad}"
+            );
         }
         for v in 0..64 {
             assert_eq!(Dscp::parse(&Dscp(v).to_string()), Ok(Dscp(v)));

@@ -85,7 +85,6 @@ pub enum Dir {
     Src,
 }
 
-
 /// What one u32 filter matches: a single 32-bit key of the IPv4 header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Match {
@@ -830,12 +829,7 @@ mod tests {
             0..7,
         );
         let filters = prop::collection::vec(
-            (
-                1u16..=6,
-                1u8..=4,
-                0u8..3,
-                any::<prop::sample::Index>(),
-            ),
+            (1u16..=6, 1u8..=4, 0u8..3, any::<prop::sample::Index>()),
             0..6,
         );
         (classes, filters, any::<prop::sample::Index>()).prop_map(|(cs, fs, def)| {
