@@ -199,8 +199,11 @@ impl Daemon {
         tasks.spawn(supervise(
             cfg,
             source,
-            store.clone(),
-            scrub_tx,
+            Live {
+                store: store.clone(),
+                scrub: scrub_tx,
+                shaping: app.shaping.clone(),
+            },
             reload_rx,
             background.child_token(),
         ));
@@ -295,11 +298,17 @@ fn restrict(dir: &Path) {
     }
 }
 
+/// What a reload can change in the running subsystems.
+struct Live {
+    store: StoreHandle,
+    scrub: watch::Sender<Duration>,
+    shaping: crate::shaping::Shaping,
+}
+
 async fn supervise(
     mut current: Config,
     source: Source,
-    store: StoreHandle,
-    scrub: watch::Sender<Duration>,
+    live: Live,
     mut requests: mpsc::Receiver<ReloadReply>,
     cancel: CancellationToken,
 ) {
@@ -312,7 +321,7 @@ async fn supervise(
             Err(e) => Err(e.to_string()),
             Ok(new) => {
                 let new = new.unwrap_or_else(|| current.clone());
-                apply(&mut current, new, &store, &scrub).await
+                apply(&mut current, new, &live).await
             }
         };
         if let Err(e) = &outcome {
@@ -327,12 +336,12 @@ async fn supervise(
 /// Applies what can change live from `new` to the running `current`. Keys
 /// that need a restart keep their running values in `current`, so every later
 /// reload still names them until the restart happens.
-async fn apply(
-    current: &mut Config,
-    new: Config,
-    store: &StoreHandle,
-    scrub: &watch::Sender<Duration>,
-) -> Result<ReloadOutcome, String> {
+async fn apply(current: &mut Config, new: Config, live: &Live) -> Result<ReloadOutcome, String> {
+    let Live {
+        store,
+        scrub,
+        shaping,
+    } = live;
     let mut out = ReloadOutcome {
         applied: Vec::new(),
         restart_required: current.restart_required(&new),
@@ -359,6 +368,17 @@ async fn apply(
             "store.scrub_interval = {:?}",
             new.store.scrub_interval.0
         ));
+    }
+    if new.shaping != current.shaping {
+        let how = shaping
+            .reconfigure(new.shaping.clone())
+            .await
+            .map_err(|e| format!("applying [shaping] failed: {e}"))?;
+        current.shaping = new.shaping;
+        out.applied.push(match how {
+            crate::shaping::Reconfigured::Restarted => "shaping (restarted)".into(),
+            _ => "shaping".into(),
+        });
     }
     Ok(out)
 }

@@ -545,14 +545,18 @@ async fn shaping_that_cannot_start_says_why_and_the_node_runs() {
         "[shaping]\nenabled = true\ninterfaces = [\"mn-absent0\"]\nscan_interval = \"1s\"\n",
     )
     .await;
-    let mut v = serde_json::Value::Null;
-    for _ in 0..50 {
-        v = node.ctl.get("/api/v1/clients").await.unwrap();
-        if !v["reason"].is_null() {
-            break;
+    // "starting" until the shaping task has tried
+    let settled = |ctl: meshnode::api::client::ControlClient| async move {
+        for _ in 0..50 {
+            let v: serde_json::Value = ctl.get("/api/v1/clients").await.unwrap();
+            if v["reason"] != "starting" {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        panic!("shaping still starting after 5 s");
+    };
+    let v = settled(node.ctl.clone()).await;
     assert_eq!(v["enabled"], true);
     assert_eq!(v["active"], false);
     assert!(v["reason"].as_str().unwrap().contains("mn-absent0"), "{v}");
@@ -564,7 +568,7 @@ async fn shaping_that_cannot_start_says_why_and_the_node_runs() {
     assert!(e.to_string().contains("shaping is off"), "{e}");
     // off by default
     let plain = TestNode::start("").await;
-    let v = plain.ctl.get("/api/v1/clients").await.unwrap();
+    let v = settled(plain.ctl.clone()).await;
     assert_eq!(v["enabled"], false);
     assert!(
         v["reason"].as_str().unwrap().contains("enabled = false"),

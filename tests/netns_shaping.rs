@@ -567,3 +567,142 @@ impl Drop for Guard {
         }
     }
 }
+
+/// `[shaping]` follows a reload without a restart (re-rated in place; off
+/// removes everything), and its LAN interface may come and go: shaping
+/// starts when the interface appears, stops when it goes, and starts again
+/// when it is back, saying why it is off once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shaping_follows_reloads_and_its_interface() {
+    let name = "shaping_follows_reloads_and_its_interface";
+    if netns::skip_unless_root(name) || netns::skip_unless_tool(name, "tc") {
+        return;
+    }
+    let lab = Lab::new("shrl");
+    let lan = lab.bridge("lan");
+    let r = lab.host("r", &[lan]);
+    let dir = lab.dir().join("r");
+    let config = |enabled: bool, downlink: &str| {
+        r.base_config("N0CALL", "r", &dir, lan)
+            + &format!(
+                "[connectivity]\nprobes = []\n[discovery]\nmdns = false\n\
+                 [shaping]\nenabled = {enabled}\ninterfaces = [\"lan9\"]\n\
+                 downlink = \"{downlink}\"\nuplink = \"10mbit\"\nscan_interval = \"500ms\"\n"
+            )
+    };
+    let mut node = r.spawn_meshnode(&dir, &config(true, "20mbit")).await;
+    let status = || async { clients_api(&node).await };
+    let reason = |v: &Value| v["reason"].as_str().unwrap_or_default().to_string();
+    wait_for("shaping to say the interface is missing", 5, || async {
+        let v = status().await;
+        v["active"] == false && reason(&v).contains("interface lan9")
+    })
+    .await;
+    let add = || {
+        sh(
+            &r,
+            "ip link add lan9 type veth peer name lan9p && ip link set lan9 up && ip link set lan9p up",
+        )
+    };
+    let qdisc = || sh(&r, "tc -s qdisc show dev lan9");
+    let ifb = || sh(&r, "ip -o link show").contains("mnifb0");
+
+    // retried every 2.5 s (5 scan intervals): let it fail a few times
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(reason(&status().await).contains("interface lan9"));
+    // the interface appears: shaping starts
+    assert_eq!(add(), "");
+    let t = wait_for("shaping on the new interface", 5, || async {
+        status().await["active"] == true
+    })
+    .await;
+    println!(
+        "shaping started {:.1} s after its interface appeared",
+        t.as_secs_f64()
+    );
+    assert!(qdisc().contains("qdisc htb 6d6e:"), "{}", qdisc());
+    assert!(ifb());
+    let root_rate = || sh(&r, "tc class show dev lan9 classid 6d6e:1");
+    assert!(root_rate().contains("rate 20Mbit"), "{}", root_rate());
+
+    // a new downlink rate: applied in place, the qdisc (and its counters) stays
+    let sent = |q: &str| -> u64 {
+        q.split_once(" Sent ")
+            .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no counter in {q}"))
+    };
+    sh(
+        &r,
+        "ping -c 3 -i 0.2 -W 1 -I lan9 ff02::1%lan9 >/dev/null 2>&1 || true",
+    );
+    let before = sent(&qdisc());
+    std::fs::write(dir.join("meshnode.toml"), config(true, "30mbit")).unwrap();
+    let v = node
+        .control()
+        .call(
+            hyper::Method::POST,
+            "/api/v1/reload",
+            meshnode::api::full(""),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v["applied"], serde_json::json!(["shaping"]), "{v}");
+    assert_eq!(v["restart_required"], serde_json::json!([]), "{v}");
+    assert!(root_rate().contains("rate 30Mbit"), "{}", root_rate());
+    assert!(
+        sent(&qdisc()) >= before,
+        "the qdisc was made again: {}",
+        qdisc()
+    );
+    assert_eq!(status().await["downlink_bps"], 30_000_000);
+
+    // the interface goes: shaping stops and says why; our IFB goes too
+    sh(&r, "ip link del lan9");
+    wait_for("shaping to notice the interface went", 10, || async {
+        let v = status().await;
+        v["active"] == false && reason(&v).contains("lan9")
+    })
+    .await;
+    assert!(!ifb(), "{}", sh(&r, "ip -o link show"));
+    // ... and comes back
+    assert_eq!(add(), "");
+    wait_for("shaping on the interface made again", 5, || async {
+        status().await["active"] == true
+    })
+    .await;
+    assert!(qdisc().contains("qdisc htb 6d6e:"), "{}", qdisc());
+
+    // switched off by a reload: nothing of ours is left
+    std::fs::write(dir.join("meshnode.toml"), config(false, "30mbit")).unwrap();
+    let v = node
+        .control()
+        .call(
+            hyper::Method::POST,
+            "/api/v1/reload",
+            meshnode::api::full(""),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        v["applied"],
+        serde_json::json!(["shaping (restarted)"]),
+        "{v}"
+    );
+    let v = status().await;
+    assert!(
+        v["active"] == false && reason(&v).contains("disabled"),
+        "{v}"
+    );
+    assert!(!qdisc().contains("6d6e:"), "{}", qdisc());
+    assert!(!ifb());
+    assert_eq!(node.stop().await, Some(0));
+    // said once, however often it was retried
+    let log = node.log();
+    let said = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(
+        said("shaping is off: interface lan9: no network interface"),
+        1,
+        "{log}"
+    );
+    assert_eq!(said("shaping is off: interface lan9 went away"), 1, "{log}");
+}

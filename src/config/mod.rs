@@ -750,9 +750,7 @@ impl Config {
         if self.proxy != new.proxy {
             keys.push("proxy");
         }
-        if self.shaping != new.shaping {
-            keys.push("shaping");
-        }
+        // [shaping] applies live (`shaping::Shaping::reconfigure`)
         keys
     }
 }

@@ -252,7 +252,7 @@ impl Dscp {
                 Ok(n @ 0..=7) => n << 3,
                 _ => return Err(bad()),
             },
-            _ if t.starts_with("AF") => match t[2..].as_bytes() {
+            _ if t.starts_with("AF") => match &t.as_bytes()[2..] {
                 [c @ b'1'..=b'4', d @ b'1'..=b'3'] => ((c - b'0') << 3) | ((d - b'0') << 1),
                 _ => return Err(bad()),
             },

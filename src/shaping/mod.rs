@@ -17,4 +17,4 @@ pub mod task;
 pub mod tc;
 pub mod usage;
 
-pub use task::{ClientStatus, Congestion, Shaping, Status, spawn};
+pub use task::{ClientStatus, Congestion, Reconfigured, Shaping, Status, spawn};

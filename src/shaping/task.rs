@@ -25,7 +25,7 @@ use super::autorate::{Baseline, Direction, Sample};
 use super::plan::{Dir, Tree, diff};
 use super::quota::{Quota, Usage};
 use super::share::{ClientShape, Minors, client_share};
-use super::tc::Tc;
+use super::tc::{Tc, TcError};
 use super::usage::{Row, UsageDb};
 use crate::config::ShapingConfig;
 
@@ -114,13 +114,30 @@ pub struct ClientStatus {
 /// Commands to the task.
 #[derive(Debug)]
 enum Cmd {
-    SetQuota(Ipv4Addr, Option<Quota>, oneshot::Sender<ClientStatus>),
+    SetQuota(
+        Ipv4Addr,
+        Option<Quota>,
+        oneshot::Sender<Result<ClientStatus, String>>,
+    ),
+    Reconfigure(Box<ShapingConfig>, oneshot::Sender<Reconfigured>),
+}
+
+/// What [`Shaping::reconfigure`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconfigured {
+    /// Nothing differed.
+    Unchanged,
+    /// Applied in place: the classes were re-rated, the clients kept their
+    /// classes and counters.
+    InPlace,
+    /// Shaping was started, stopped, or rebuilt (the interfaces changed).
+    Restarted,
 }
 
 /// Handle on the shaping task.
 #[derive(Debug, Clone)]
 pub struct Shaping {
-    tx: Option<mpsc::Sender<Cmd>>,
+    tx: mpsc::Sender<Cmd>,
     view: Arc<RwLock<Status>>,
 }
 
@@ -144,14 +161,23 @@ impl Shaping {
     /// Sets (`Some`) or clears (`None`: the configured ones apply again) a
     /// client's quotas.
     pub async fn set_quota(&self, ip: Ipv4Addr, q: Option<Quota>) -> Result<ClientStatus, String> {
-        let Some(tx) = &self.tx else {
-            return Err(self
-                .status()
-                .reason
-                .unwrap_or_else(|| "shaping is off".into()));
-        };
         let (r, rx) = oneshot::channel();
-        tx.send(Cmd::SetQuota(ip, q, r))
+        self.tx
+            .send(Cmd::SetQuota(ip, q, r))
+            .await
+            .map_err(|_| "the shaping task has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the shaping task has stopped".to_string())?
+    }
+
+    /// Applies a new `[shaping]` section (a config reload). Rates, shares,
+    /// quotas, priority and exempt lists, timings and autorate change in
+    /// place; turning shaping on or off or changing the interfaces
+    /// rebuilds it (usage is saved first and carries on).
+    pub async fn reconfigure(&self, cfg: ShapingConfig) -> Result<Reconfigured, String> {
+        let (r, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Reconfigure(Box::new(cfg), r))
             .await
             .map_err(|_| "the shaping task has stopped".to_string())?;
         rx.await
@@ -159,9 +185,17 @@ impl Shaping {
     }
 }
 
-/// Starts shaping (or records why not). The task stops, removing every
-/// qdisc, class and IFB device of ours, when `stop` is cancelled; the
-/// returned join handle finishes after that.
+/// Most time between attempts to start shaping when it could not start
+/// (an interface missing, e.g. a bridge that netifd creates later; no
+/// CAP_NET_ADMIN): five scan intervals, at least 1 s, at most this.
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Starts the shaping task. When shaping cannot run (disabled, no
+/// CAP_NET_ADMIN, an interface missing) the task records why, says so once
+/// in the log, and tries again every few seconds (at most [`RETRY_MAX`])
+/// while enabled. It
+/// stops, removing every qdisc, class and IFB device of ours, when `stop`
+/// is cancelled; the returned join handle finishes after that.
 pub fn spawn(
     cfg: &ShapingConfig,
     state_dir: &Path,
@@ -169,42 +203,187 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> (Shaping, tokio::task::JoinHandle<()>) {
     let view = Arc::new(RwLock::new(Status {
-        enabled: cfg.enabled,
-        interfaces: cfg.interfaces.clone(),
-        downlink_bps: cfg.downlink.0,
-        uplink_bps: cfg.uplink.0,
+        reason: Some("starting".into()),
         ..Default::default()
     }));
-    let off = |reason: String, view: Arc<RwLock<Status>>| {
-        tracing::info!("shaping is off: {reason}");
-        view.write().expect("lock").reason = Some(reason);
-        (Shaping { tx: None, view }, tokio::spawn(async {}))
-    };
-    if !cfg.enabled {
-        return off(
-            "disabled in the configuration ([shaping] enabled = false)".into(),
-            view,
-        );
-    }
-    let db = match UsageDb::open(state_dir).and_then(|db| db.load().map(|rows| (db, rows))) {
-        Ok(x) => x,
-        Err(e) => return off(format!("cannot open the usage database: {e}"), view),
-    };
     let (tx, rx) = mpsc::channel(16);
-    let cfg = cfg.clone();
-    let v = view.clone();
-    let join = tokio::spawn(async move {
-        let mut t = match Task::start(cfg, v.clone(), db.0, db.1, uplink).await {
-            Ok(t) => t,
-            Err(reason) => {
-                tracing::warn!("shaping is off: {reason}");
-                v.write().expect("lock").reason = Some(reason);
-                return;
+    let sup = Supervisor {
+        cfg: cfg.clone(),
+        state_dir: state_dir.to_path_buf(),
+        uplink,
+        view: view.clone(),
+        said: None,
+    };
+    let join = tokio::spawn(sup.run(rx, stop));
+    (Shaping { tx, view }, join)
+}
+
+/// Starts, restarts and stops the [`Task`] as the configuration says and
+/// the machine allows; the commands go through it.
+struct Supervisor {
+    cfg: ShapingConfig,
+    state_dir: std::path::PathBuf,
+    uplink: tokio::sync::watch::Receiver<crate::connectivity::Uplink>,
+    view: Arc<RwLock<Status>>,
+    /// The last reason logged for shaping being off, so it is said once.
+    said: Option<String>,
+}
+
+impl Supervisor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, stop: CancellationToken) {
+        let mut task = self.start().await;
+        let (mut tick, mut retry) = self.timers();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tick.tick(), if task.is_some() => {
+                    let t = task.as_mut().expect("running");
+                    t.scan().await;
+                    if let Some(why) = t.lost.take() {
+                        task.take().expect("running").teardown().await;
+                        self.off(why);
+                    }
+                }
+                _ = retry.tick(), if task.is_none() && self.cfg.enabled => {
+                    task = self.start().await;
+                }
+                Some(cmd) = rx.recv() => match cmd {
+                    Cmd::SetQuota(ip, q, reply) => {
+                        let r = match task.as_mut() {
+                            Some(t) => Ok(t.set_quota(ip, q).await),
+                            None => Err(self.reason()),
+                        };
+                        let _gone = reply.send(r);
+                    }
+                    Cmd::Reconfigure(new, reply) => {
+                        let r = self.reconfigure(&mut task, *new).await;
+                        (tick, retry) = self.timers();
+                        let _gone = reply.send(r);
+                    }
+                },
+            }
+        }
+        if let Some(t) = task {
+            t.teardown().await;
+        }
+    }
+
+    /// The scan tick and the retry tick (whose first tick is one period away).
+    fn timers(&self) -> (tokio::time::Interval, tokio::time::Interval) {
+        let mut scan = tokio::time::interval(self.cfg.scan_interval.0);
+        scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let every = self.retry_every();
+        let mut retry = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        (scan, retry)
+    }
+
+    fn retry_every(&self) -> Duration {
+        (self.cfg.scan_interval.0 * 5).clamp(Duration::from_secs(1), RETRY_MAX)
+    }
+
+    async fn reconfigure(&mut self, task: &mut Option<Task>, new: ShapingConfig) -> Reconfigured {
+        if new == self.cfg {
+            return Reconfigured::Unchanged;
+        }
+        let rebuild = new.enabled != self.cfg.enabled || new.interfaces != self.cfg.interfaces;
+        self.cfg = new;
+        match task {
+            Some(t) if !rebuild => {
+                t.cfg = self.cfg.clone();
+                {
+                    let mut v = self.view.write().expect("lock");
+                    v.downlink_bps = self.cfg.downlink.0;
+                    v.uplink_bps = self.cfg.uplink.0;
+                }
+                t.scan().await;
+                tracing::info!("shaping reconfigured in place");
+                Reconfigured::InPlace
+            }
+            _ => {
+                if let Some(t) = task.take() {
+                    t.teardown().await;
+                }
+                self.said = None;
+                *task = self.start().await;
+                Reconfigured::Restarted
+            }
+        }
+    }
+
+    /// Starts a task if the configuration wants one and the machine allows;
+    /// otherwise records why not.
+    async fn start(&mut self) -> Option<Task> {
+        {
+            let mut v = self.view.write().expect("lock");
+            *v = Status {
+                enabled: self.cfg.enabled,
+                interfaces: self.cfg.interfaces.clone(),
+                downlink_bps: self.cfg.downlink.0,
+                uplink_bps: self.cfg.uplink.0,
+                reason: v.reason.clone(),
+                ..Default::default()
+            };
+        }
+        if !self.cfg.enabled {
+            self.off("disabled in the configuration ([shaping] enabled = false)".into());
+            return None;
+        }
+        let db = UsageDb::open(&self.state_dir).and_then(|db| db.load().map(|rows| (db, rows)));
+        let (db, rows) = match db {
+            Ok(x) => x,
+            Err(e) => {
+                self.off(format!("cannot open the usage database: {e}"));
+                return None;
             }
         };
-        t.run(rx, stop).await;
-    });
-    (Shaping { tx: Some(tx), view }, join)
+        match Task::start(
+            self.cfg.clone(),
+            self.view.clone(),
+            db,
+            rows,
+            self.uplink.clone(),
+        )
+        .await
+        {
+            Ok(mut t) => {
+                self.said = None;
+                self.view.write().expect("lock").reason = None;
+                t.scan().await;
+                Some(t)
+            }
+            Err(reason) => {
+                self.off(reason);
+                None
+            }
+        }
+    }
+
+    /// Records why shaping is off; logs it when the reason is new.
+    fn off(&mut self, reason: String) {
+        if self.said.as_ref() != Some(&reason) {
+            if self.cfg.enabled {
+                let every = self.retry_every();
+                tracing::warn!("shaping is off: {reason}; trying again every {every:?}");
+            } else {
+                tracing::info!("shaping is off: {reason}");
+            }
+            self.said = Some(reason.clone());
+        }
+        let mut v = self.view.write().expect("lock");
+        v.active = false;
+        v.clients.clear();
+        v.reason = Some(reason);
+    }
+
+    fn reason(&self) -> String {
+        self.view
+            .read()
+            .expect("lock")
+            .reason
+            .clone()
+            .unwrap_or_else(|| "shaping is off".into())
+    }
 }
 
 /// A LAN interface and its IFB.
@@ -252,6 +431,9 @@ struct Task {
     /// Last root-class byte and qdisc drop counters, by (ifindex, dir).
     roots: HashMap<(u32, bool), (u64, u64)>,
     congested_samples: u64,
+    /// Set when an interface went away (ENODEV): the supervisor tears this
+    /// task down and starts again when the interface is back.
+    lost: Option<String>,
 }
 
 fn wall_secs() -> i64 {
@@ -272,33 +454,56 @@ impl Task {
         let (conn, neigh, _) =
             rtnetlink::new_connection().map_err(|e| format!("netlink socket: {e}"))?;
         tokio::spawn(conn);
-        let mut ifaces = Vec::new();
-        let mut minors = Minors::default();
-        for (i, name) in cfg.interfaces.iter().enumerate() {
+        // every interface must be there before anything is changed
+        let mut indexes = Vec::new();
+        for name in &cfg.interfaces {
             let index = tc
                 .ifindex(name)
                 .await
                 .map_err(|e| format!("interface {name}: {e}"))?;
+            indexes.push(index);
+        }
+        let mut ifaces: Vec<Iface> = Vec::new();
+        let mut minors = Minors::default();
+        for (i, (name, index)) in cfg.interfaces.iter().zip(indexes).enumerate() {
             let ifb = format!("mnifb{i}");
-            let ifb_index = tc.ensure_ifb(&ifb).await.map_err(|e| {
-                if e.errno() == Some(nix::errno::Errno::EPERM) {
-                    format!("no CAP_NET_ADMIN to shape {name} ({e})")
-                } else {
-                    format!("creating {ifb} for {name}'s uploads: {e}")
+            let set_up = async {
+                let ifb_index = tc.ensure_ifb(&ifb).await.map_err(|e| {
+                    if e.errno() == Some(nix::errno::Errno::EPERM) {
+                        format!("no CAP_NET_ADMIN to shape {name} ({e})")
+                    } else {
+                        format!("creating {ifb} for {name}'s uploads: {e}")
+                    }
+                })?;
+                tc.redirect_ingress(index, ifb_index)
+                    .await
+                    .map_err(|e| format!("redirecting {name}'s ingress to {ifb}: {e}"))?;
+                // adopt our classes from an earlier run, so counters carry on
+                let down = tc
+                    .read_tree(index)
+                    .await
+                    .map_err(|e| format!("{name}: {e}"))?;
+                let up = tc
+                    .read_tree(ifb_index)
+                    .await
+                    .map_err(|e| format!("{ifb}: {e}"))?;
+                Ok::<_, String>((ifb_index, down, up))
+            };
+            let (ifb_index, down, up) = match set_up.await {
+                Ok(x) => x,
+                Err(e) => {
+                    // leave nothing half made behind
+                    for (idx, ifb) in ifaces
+                        .iter()
+                        .map(|i| (i.index, i.ifb.clone()))
+                        .chain([(index, ifb.clone())])
+                    {
+                        let _ = tc.remove(idx).await;
+                        let _ = tc.delete_link(&ifb).await;
+                    }
+                    return Err(e);
                 }
-            })?;
-            tc.redirect_ingress(index, ifb_index)
-                .await
-                .map_err(|e| format!("redirecting {name}'s ingress to {ifb}: {e}"))?;
-            // adopt our classes from an earlier run, so counters carry on
-            let down = tc
-                .read_tree(index)
-                .await
-                .map_err(|e| format!("{name}: {e}"))?;
-            let up = tc
-                .read_tree(ifb_index)
-                .await
-                .map_err(|e| format!("{ifb}: {e}"))?;
+            };
             if let Some(t) = &down {
                 for f in &t.filters {
                     if let Some(ip) = f.key.ip() {
@@ -336,38 +541,36 @@ impl Task {
             up_rate: Direction::default(),
             roots: HashMap::new(),
             congested_samples: 0,
+            lost: None,
         })
     }
 
-    async fn run(&mut self, mut rx: mpsc::Receiver<Cmd>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(self.cfg.scan_interval.0);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => self.scan().await,
-                Some(cmd) = rx.recv() => match cmd {
-                    Cmd::SetQuota(ip, q, reply) => {
-                        self.rows.entry(ip).or_default().quota = q;
-                        self.save().await;
-                        self.scan().await;
-                        let st = self.client_status(ip);
-                        let _gone = reply.send(st);
-                    }
-                },
-            }
-        }
+    async fn set_quota(&mut self, ip: Ipv4Addr, q: Option<Quota>) -> ClientStatus {
+        self.rows.entry(ip).or_default().quota = q;
+        self.save().await;
+        self.scan().await;
+        self.client_status(ip)
+    }
+
+    /// Saves usage and removes everything of ours from the kernel.
+    async fn teardown(mut self) {
         self.save().await;
         for i in &self.ifaces {
             for (what, idx) in [(&i.name, i.index), (&i.ifb, i.ifb_index)] {
-                if let Err(e) = self.tc.remove(idx).await {
-                    tracing::warn!(interface = %what, error = %e, "removing shaping failed");
+                match self.tc.remove(idx).await {
+                    Err(e) if e.errno() != Some(nix::errno::Errno::ENODEV) => {
+                        tracing::warn!(interface = %what, error = %e, "removing shaping failed");
+                    }
+                    _ => {}
                 }
             }
             if let Err(e) = self.tc.delete_link(&i.ifb).await {
                 tracing::warn!(interface = %i.ifb, error = %e, "removing the IFB device failed");
             }
         }
+        let mut v = self.view.write().expect("lock");
+        v.active = false;
+        v.clients.clear();
         tracing::info!("shaping removed");
     }
 
@@ -426,6 +629,25 @@ impl Task {
         let dt = now.duration_since(self.last_scan).as_secs_f64().max(0.001);
         self.last_scan = now;
         let wall = wall_secs();
+        // an interface deleted (or deleted and made again: a new index)
+        // takes our qdiscs with it; start over when it is back
+        for i in &self.ifaces {
+            for (name, index) in [(&i.name, i.index), (&i.ifb, i.ifb_index)] {
+                match self.tc.ifindex(name).await {
+                    Ok(now) if now == index => {}
+                    Ok(_) => self.lost = Some(format!("interface {name} was made again")),
+                    Err(TcError::NoSuchLink { .. }) => {
+                        self.lost = Some(format!("interface {name} went away"))
+                    }
+                    Err(e) => {
+                        tracing::debug!(interface = %name, error = %e, "looking up the interface failed")
+                    }
+                }
+            }
+        }
+        if self.lost.is_some() {
+            return;
+        }
         // clients come with the neighbour table
         for (iface, ip, busy) in self.neighbours().await {
             if self.cfg.exempt.contains(&ip) || self.cfg.priority_hosts.contains(&ip) {
@@ -472,6 +694,9 @@ impl Task {
                         for s in stats {
                             map.insert((i.index, s.minor), s.bytes);
                         }
+                    }
+                    Err(e) if e.errno() == Some(nix::errno::Errno::ENODEV) => {
+                        self.lost = Some(format!("interface {} went away", i.name));
                     }
                     Err(e) => {
                         tracing::debug!(interface = %i.name, error = %e, "reading class counters failed")
@@ -560,6 +785,10 @@ impl Task {
                 }
                 let now = match self.tc.apply(idx, &ops).await {
                     Ok(()) => Some(want),
+                    Err(e) if e.errno() == Some(nix::errno::Errno::ENODEV) => {
+                        self.lost = Some(format!("interface {name} went away"));
+                        return;
+                    }
                     Err(e) => {
                         ok = false;
                         tracing::warn!(interface = %name, error = %e, "applying the shaping tree failed; reading it back");
