@@ -12,8 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the tests use from Debian: systemd-analyze (unit check), and the tools
-# of the later subsystems' tests as they land.
-APT_PACKAGES=(systemd iproute2 curl ca-certificates tcpdump python3 util-linux iperf3)
+# of the later subsystems' tests as they land; chromium and its driver (and a
+# font: recommends are not installed) for the status page in a browser.
+APT_PACKAGES=(systemd iproute2 curl ca-certificates tcpdump python3 util-linux iperf3
+    chromium chromium-driver fonts-dejavu-core)
 
 step() { printf '\n==> %s\n' "$*"; }
 

@@ -4,6 +4,7 @@
 //! - `GET /api/v1/clients/{ip}`: one client's usage, quota, remaining bytes,
 //!   whether it is throttled and the share it gets now. On the public port
 //!   only to the mesh's own networks (a captive portal on the LAN).
+//!   `{ip}` = `me` is the caller's own address (the status page uses it).
 //! - `PUT /api/v1/clients/{ip}/quota` (control socket): `{"daily": "2GiB",
 //!   "monthly": null}` sets this client's quotas, `{}` or `null` clears them
 //!   (the configured ones apply again).
@@ -68,9 +69,22 @@ pub async fn dispatch(
         }
         return Ok(json(StatusCode::OK, &app.shaping.status()));
     }
-    let ip: Ipv4Addr = ip
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("{ip:?} is not an IPv4 address")))?;
+    let ip: Ipv4Addr = match (ip, caller) {
+        ("me", Caller::Public(me)) => own_ipv4(me).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no usage on record for {me}: only IPv4 clients are shaped"),
+            )
+        })?,
+        ("me", Caller::Control) => {
+            return Err(ApiError::bad_request(
+                "the control socket has no client address; ask for one: /api/v1/clients/{ip}",
+            ));
+        }
+        (ip, _) => ip
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("{ip:?} is not an IPv4 address")))?,
+    };
     match (tail, req.method()) {
         ("", _) => {
             super::only_get(&req)?;
@@ -118,6 +132,15 @@ pub async fn dispatch(
             StatusCode::NOT_FOUND,
             format!("no such endpoint: /api/v1/clients/{ip}/{t}"),
         )),
+    }
+}
+
+/// The IPv4 address of a caller, also when it arrives IPv4-mapped on an
+/// IPv6 socket.
+fn own_ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
     }
 }
 

@@ -16,6 +16,7 @@ mod mesh;
 mod pages;
 pub(crate) mod proxy;
 pub mod server;
+mod status_page;
 
 use std::convert::Infallible;
 use std::io;
@@ -232,7 +233,7 @@ impl App {
         }
         only_get(&req)?;
         match path.as_str() {
-            "/" => Ok(html(StatusCode::OK, pages::status(self))),
+            "/" => Ok(status_page::page(self, caller, &query(&req))),
             "/api/v1/status" => Ok(json(StatusCode::OK, &self.status())),
             "/api/v1/peers" => Ok(json(StatusCode::OK, &self.peers())),
             "/api/v1/topology" => Ok(self.topology(&req)),
@@ -242,6 +243,7 @@ impl App {
                 "text/plain; version=0.0.4; charset=utf-8",
                 self.metrics(),
             )),
+            p if p.starts_with(status_page::ASSET_PREFIX) => status_page::asset(&req, p),
             p if p.starts_with("/api/") => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no such endpoint: {p}"),
@@ -276,6 +278,25 @@ impl App {
             mode: conn.mode,
             mode_since: conn.since_ms,
             connectivity: conn,
+            licence: LicenceStatus {
+                callsign: self.node.callsign.to_string(),
+                state: "declared",
+            },
+            http: self.http_status(),
+            shaping: ShapingSummary::from(&self.shaping.status()),
+        }
+    }
+
+    fn http_status(&self) -> HttpStatus {
+        let c = &self.counters;
+        let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        HttpStatus {
+            responses: c.responses.iter().map(n).sum(),
+            body_bytes: n(&c.body_bytes),
+            content_hits: n(&c.content_hits),
+            content_misses: n(&c.content_misses),
+            via_mesh: n(&c.mesh_forwarded),
+            origin_fetches: n(&c.origin_fetches),
         }
     }
 
@@ -678,6 +699,82 @@ pub struct StatusBody {
     pub mode_since: i64,
     /// Mode, uplink probes and failover in detail.
     pub connectivity: crate::mesh::links::ModeState,
+    /// The operator's licence as far as this node knows it.
+    pub licence: LicenceStatus,
+    /// Request counters since start (as in `/metrics`), for live charts.
+    pub http: HttpStatus,
+    /// Per-client shaping in brief (`GET /api/v1/clients` has the detail).
+    pub shaping: ShapingSummary,
+}
+
+/// The licence part of `GET /api/v1/status`.
+#[derive(Debug, Serialize)]
+pub struct LicenceStatus {
+    /// The operator's base callsign (`[node] callsign`).
+    pub callsign: String,
+    /// `declared`: the callsign is configured, no licence certificate has
+    /// been checked (there is no certificate check yet). Certificate checks
+    /// will add other states.
+    pub state: &'static str,
+}
+
+/// The request counters in `GET /api/v1/status`; counts since start.
+#[derive(Debug, Serialize)]
+pub struct HttpStatus {
+    /// Responses of every kind (API and status page included).
+    pub responses: u64,
+    /// Content bytes sent in response bodies.
+    pub body_bytes: u64,
+    /// Content requests served from this node's store.
+    pub content_hits: u64,
+    /// Content requests for URLs that nobody has.
+    pub content_misses: u64,
+    /// Content requests answered through the mesh.
+    pub via_mesh: u64,
+    /// Requests this node sent to origin servers (forward proxy).
+    pub origin_fetches: u64,
+}
+
+/// The shaping part of `GET /api/v1/status`.
+#[derive(Debug, Serialize)]
+pub struct ShapingSummary {
+    /// `[shaping] enabled`.
+    pub enabled: bool,
+    /// Classes are in the kernel.
+    pub active: bool,
+    /// Why shaping is off, when it is.
+    pub reason: Option<String>,
+    /// Configured total download rate, bits per second.
+    pub downlink_bps: u64,
+    /// Configured total upload rate, bits per second.
+    pub uplink_bps: u64,
+    /// Download rate shaped to now (autorate), bits per second.
+    pub down_shaped_bps: u64,
+    /// Upload rate shaped to now, bits per second.
+    pub up_shaped_bps: u64,
+    /// Queues are building beyond this router (either direction).
+    pub congested: bool,
+    /// Clients with a class now.
+    pub clients: usize,
+    /// Of which held at the throttle rate for being over quota.
+    pub throttled: usize,
+}
+
+impl From<&crate::shaping::Status> for ShapingSummary {
+    fn from(s: &crate::shaping::Status) -> Self {
+        Self {
+            enabled: s.enabled,
+            active: s.active,
+            reason: s.reason.clone(),
+            downlink_bps: s.downlink_bps,
+            uplink_bps: s.uplink_bps,
+            down_shaped_bps: s.congestion.down_shaped_bps,
+            up_shaped_bps: s.congestion.up_shaped_bps,
+            congested: s.congestion.down_congested || s.congestion.up_congested,
+            clients: s.clients.iter().filter(|c| c.active).count(),
+            throttled: s.clients.iter().filter(|c| c.throttled).count(),
+        }
+    }
 }
 
 /// The mesh part of `GET /api/v1/status`.

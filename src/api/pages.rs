@@ -1,5 +1,6 @@
-//! Server-rendered HTML: the 404 listing and a plain status page. No scripts,
-//! no external assets: it must work offline and on a phone.
+//! Server-rendered HTML: the 404 listing (the status page at `/` is
+//! [`super::status_page`]). No scripts, no external assets: it must work
+//! offline and on a phone.
 
 use std::fmt::Write;
 
@@ -28,7 +29,7 @@ pub fn escape(s: &str) -> String {
 }
 
 /// The link a browser can follow without `.radio` DNS: `/<callsign>.radio/<path>`.
-fn local_href(url: &str) -> String {
+pub(super) fn local_href(url: &str) -> String {
     url.strip_prefix("http:/").unwrap_or(url).to_string()
 }
 
@@ -78,35 +79,6 @@ pub fn not_found(app: &App, wanted: &str, shown: &[Listed], total: usize) -> Str
             total - shown.len()
         );
     }
-    out.push_str("</body></html>");
-    out
-}
-
-/// The node's own page at `/`.
-pub fn status(app: &App) -> String {
-    let s = app.status();
-    let mut out = String::from(HEAD);
-    let _ = write!(
-        out,
-        "<title>{name}</title></head><body><h1>{name}</h1>\
-         <p>meshnode {ver}, up {up} s. Node id <code>{id}</code>.</p>\
-         <p>Store: {entries} items, {used} of {max} bytes used{q}.</p>\
-         <p>Content of this station: <a href=\"/{host}/\">http://{host}/</a>. \
-         API: <a href=\"/api/v1/status\">status</a>, <a href=\"/api/v1/catalog\">catalog</a>, <a href=\"/metrics\">metrics</a>.</p>",
-        name = escape(&s.node),
-        ver = s.version,
-        up = s.uptime_s,
-        id = s.node_id,
-        entries = s.store.entries,
-        used = s.store.used_bytes,
-        max = s.store.max_bytes,
-        q = if s.store.quarantined > 0 {
-            format!(", <strong>{} quarantined</strong>", s.store.quarantined)
-        } else {
-            String::new()
-        },
-        host = app.node.callsign.radio_host(),
-    );
     out.push_str("</body></html>");
     out
 }

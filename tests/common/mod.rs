@@ -18,6 +18,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// is off unless `extra` has its own `[discovery]` section: tests never
 /// multicast on the build machine's own interfaces.
 pub fn test_config(dir: &Path, extra: &str) -> String {
+    test_config_named(dir, "N0CALL", "test", extra)
+}
+
+/// [`test_config`] for a node named `CALLSIGN-label`.
+pub fn test_config_named(dir: &Path, callsign: &str, label: &str, extra: &str) -> String {
     let discovery = if extra.contains("[discovery]") {
         ""
     } else {
@@ -30,7 +35,7 @@ pub fn test_config(dir: &Path, extra: &str) -> String {
         "[connectivity]\nprobes = []\n"
     };
     format!(
-        "[node]\ncallsign = \"N0CALL\"\nlabel = \"test\"\nstate_dir = \"{state}\"\n\
+        "[node]\ncallsign = \"{callsign}\"\nlabel = \"{label}\"\nstate_dir = \"{state}\"\n\
          [http]\nlisten = [\"127.0.0.1:0\"]\ncontrol_socket = \"{sock}\"\n{discovery}{connectivity}{extra}",
         state = dir.join("state").display(),
         sock = dir.join("control.sock").display(),
@@ -50,6 +55,17 @@ impl TestNode {
     pub async fn start(extra: &str) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         Self::start_in(dir, extra).await
+    }
+
+    /// A node named `CALLSIGN-label` (the others are all `N0CALL-test`).
+    pub async fn start_named(callsign: &str, label: &str, extra: &str) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("meshnode.toml"),
+            test_config_named(dir.path(), callsign, label, extra),
+        )
+        .unwrap();
+        Self::start_in(dir, "").await
     }
 
     pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestNode {
