@@ -159,7 +159,17 @@ impl Daemon {
             &tasks,
         )
         .await?;
+        let (analytics, analytics_task) = crate::analytics::spawn(
+            &cfg.analytics,
+            &state_dir,
+            mesh.view.clone(),
+            background.child_token(),
+        );
+        tasks.spawn(async move {
+            let _finished_or_panicked = analytics_task.await;
+        });
         let app = Arc::new(App {
+            analytics,
             shaping,
             proxy: cfg.proxy.clone(),
             node: NodeInfo {

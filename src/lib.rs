@@ -29,6 +29,7 @@
 //! Later subsystems (radio, shaping, analytics, dbus) slot in as siblings
 //! following shared/DESIGN.md.
 
+pub mod analytics;
 pub mod api;
 pub mod cache;
 pub mod catalog;

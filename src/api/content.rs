@@ -13,6 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::pages::Listed;
 use super::{App, Body, Caller, full, html, json, pages, wants_json};
+use crate::analytics::Source;
 use crate::cache::blobs::BlobError;
 use crate::catalog::{ContentUrl, UrlError};
 use crate::mesh::client::{CONTENT_HOPS, request_id};
@@ -182,7 +183,10 @@ pub async fn via_mesh(
             Flight::Follower(rx) => {
                 Flight::wait(rx, FLIGHT_WAIT).await;
                 if let Some(live) = app.store.get(url).filter(|e| !e.fields().quarantined) {
-                    return serve_entry(app, live, method, h).await;
+                    // the leader brought it through the mesh for both
+                    let mut r = serve_entry(app, live, method, h).await;
+                    r.extensions_mut().insert(Source::Mesh);
+                    return r;
                 }
                 None // the leader kept nothing (personal, failed): fetch on our own
             }
@@ -202,6 +206,7 @@ pub async fn via_mesh(
     match forward(&app.mesh.view, &app.store, f, flight).await {
         Ok(mut r) => {
             app.counters.mesh_forwarded.fetch_add(1, Ordering::Relaxed);
+            r.extensions_mut().insert(Source::Mesh);
             if method == Method::HEAD {
                 // the copy (if any) is still kept by the tee
                 *r.body_mut() = full("");
@@ -222,7 +227,22 @@ pub async fn via_mesh(
     }
 }
 
+/// Serves a stored entry (tagged [`Source::Store`] for analytics when it
+/// is served).
 pub(super) async fn serve_entry(
+    app: &App,
+    live: Arc<LiveEntry>,
+    method: &Method,
+    h: &HeaderMap,
+) -> Response<Body> {
+    let mut r = entry_response(app, live, method, h).await;
+    if r.status().is_success() || r.status() == StatusCode::NOT_MODIFIED {
+        r.extensions_mut().insert(Source::Store);
+    }
+    r
+}
+
+async fn entry_response(
     app: &App,
     live: Arc<LiveEntry>,
     method: &Method,

@@ -32,6 +32,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
+use crate::analytics::{self, Source};
 use crate::cache::ContentReader;
 use crate::catalog::url::radio_host_callsign;
 use crate::catalog::{Access, ContentUrl};
@@ -107,6 +108,8 @@ pub struct App {
     pub reader: ContentReader,
     /// Reload requests go to the daemon supervisor.
     pub reload: ReloadHandle,
+    /// Usage analytics.
+    pub analytics: crate::analytics::Analytics,
     /// Request counters.
     pub counters: HttpCounters,
     /// Process start.
@@ -197,6 +200,36 @@ impl App {
         Ok(resp)
     }
 
+    /// Counts a content response for analytics: its source as the handler
+    /// tagged it (untagged: not found, or refused/failed).
+    fn served(
+        &self,
+        r: &mut Response<Body>,
+        caller: Caller,
+        url: String,
+        external: bool,
+        method: &Method,
+    ) {
+        let source = r.extensions_mut().remove::<Source>().unwrap_or(
+            if r.status() == StatusCode::NOT_FOUND {
+                Source::NotFound
+            } else {
+                Source::Other
+            },
+        );
+        self.analytics.record(analytics::Event {
+            client: match caller {
+                Caller::Public(ip) => Some(ip),
+                Caller::Control => None,
+            },
+            url,
+            source,
+            external,
+            bytes: body_len(r, method),
+            to_peer: false,
+        });
+    }
+
     async fn dispatch(
         &self,
         caller: Caller,
@@ -209,7 +242,12 @@ impl App {
                 .and_then(|h| h.to_str().ok())
         });
         if proxy::is_proxy_request(&req) {
-            return Ok(proxy::serve(self, caller, req).await);
+            let (url, method) = (req.uri().to_string(), req.method().clone());
+            let mut r = proxy::serve(self, caller, req).await;
+            if method != Method::CONNECT {
+                self.served(&mut r, caller, url, true, &method);
+            }
+            return Ok(r);
         }
         if !req.uri().path().starts_with('/') {
             // authority-form (CONNECT host:port) or asterisk-form: nothing to serve
@@ -219,14 +257,31 @@ impl App {
         if let Some(cs) = host.and_then(radio_host_callsign) {
             only_get(&req)?;
             let url = ContentUrl::new(cs, req.uri().path());
-            return Ok(content::serve(self, caller, url, &req).await);
+            let key = url
+                .as_ref()
+                .map_or_else(|_| req.uri().path().to_string(), |u| u.to_string());
+            let mut r = content::serve(self, caller, url, &req).await;
+            self.served(&mut r, caller, key, false, req.method());
+            return Ok(r);
         }
         let path = req.uri().path().to_string();
         if caller == Caller::Control && control::handles(req.method(), &path) {
             return control::dispatch(self, req).await;
         }
         if mesh::handles(&path) {
-            return mesh::dispatch(self, req).await;
+            let method = req.method().clone();
+            let r = mesh::dispatch(self, req).await?;
+            if path == "/mesh/v1/content" && r.status().is_success() {
+                self.analytics.record(analytics::Event {
+                    client: None,
+                    url: String::new(),
+                    source: Source::Store,
+                    external: false,
+                    bytes: body_len(&r, &method),
+                    to_peer: true,
+                });
+            }
+            return Ok(r);
         }
         if clients::handles(&path) {
             return clients::dispatch(self, caller, req).await;
@@ -874,6 +929,19 @@ fn html(status: StatusCode, body: String) -> Response<Body> {
 
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
     respond(status, content_type, body)
+}
+
+/// Body bytes a response carries: its Content-Length (0 for HEAD; a
+/// response without one, such as a chunked origin answer, counts 0).
+fn body_len(r: &Response<Body>, method: &Method) -> u64 {
+    if method == Method::HEAD {
+        return 0;
+    }
+    r.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

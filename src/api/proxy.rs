@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 
 use super::content::{Hop, serve_entry, via_mesh};
 use super::{App, Body, Caller, full, is_community_ip};
+use crate::analytics::Source;
 use crate::cache::sink::BlobSink;
 use crate::catalog::{Access, ContentUrl};
 use crate::connectivity::Mode;
@@ -176,7 +177,11 @@ pub async fn fetch_at(app: &App, url: &str, at: NodeId, hop: Hop) -> Response<Bo
         range: None,
     };
     match forward(&app.mesh.view, &app.store, f, None).await {
-        Ok(r) => r,
+        Ok(mut r) => {
+            // fetched by another node, for the mesh
+            r.extensions_mut().insert(Source::Mesh);
+            r
+        }
         Err(e) => plain(
             StatusCode::BAD_GATEWAY,
             &format!(
@@ -302,6 +307,7 @@ pub async fn fetch_here(
         None => None,
     };
     let mut r = out.body(tee(body, sink, flight)).expect("valid response");
+    r.extensions_mut().insert(Source::Internet);
     if method == Method::HEAD {
         *r.body_mut() = full("");
     }

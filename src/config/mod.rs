@@ -77,6 +77,48 @@ pub struct Config {
     /// `[shaping]`: per-client bandwidth fairness and quotas in the kernel.
     #[serde(default)]
     pub shaping: ShapingConfig,
+    /// `[analytics]`: usage figures rolled up in SQLite.
+    #[serde(default)]
+    pub analytics: AnalyticsConfig,
+}
+
+/// `[analytics]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// Count what is served (`<state_dir>/analytics.sqlite`).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Hour-by-hour rows are kept this long (whole days).
+    #[serde(default = "default_hourly_retention")]
+    pub hourly_retention: DurationStr,
+    /// Day-by-day rows are kept this long.
+    #[serde(default = "default_daily_retention")]
+    pub daily_retention: DurationStr,
+    /// URLs kept by name per hour and per day (the rest are summed).
+    #[serde(default = "default_top")]
+    pub top: usize,
+}
+
+fn default_hourly_retention() -> DurationStr {
+    DurationStr(Duration::from_secs(14 * 86_400))
+}
+fn default_daily_retention() -> DurationStr {
+    DurationStr(Duration::from_secs(400 * 86_400))
+}
+fn default_top() -> usize {
+    50
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            hourly_retention: default_hourly_retention(),
+            daily_retention: default_daily_retention(),
+            top: default_top(),
+        }
+    }
 }
 
 /// `[shaping]`
@@ -751,6 +793,9 @@ impl Config {
             keys.push("proxy");
         }
         // [shaping] applies live (`shaping::Shaping::reconfigure`)
+        if self.analytics != new.analytics {
+            keys.push("analytics");
+        }
         keys
     }
 }

@@ -1,0 +1,335 @@
+//! The usage report (`meshctl report`, `GET /api/v1/report`, D-Bus
+//! `Report`) and its renderings: pure.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use super::rollup::Counts;
+
+/// One URL, client or hour of the day, with its requests and bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Item {
+    /// URL, client address, or hour of the day (`"00"`..`"23"`, UTC).
+    pub key: String,
+    /// Requests.
+    pub requests: u64,
+    /// Body bytes.
+    pub bytes: u64,
+}
+
+/// One hour, for charts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HourRow {
+    /// Its start, RFC 3339 UTC.
+    pub start: String,
+    /// Content requests.
+    pub requests: u64,
+    /// Body bytes.
+    pub bytes: u64,
+    /// Requests served from this node's store.
+    pub from_store: u64,
+    /// ... through the mesh.
+    pub from_mesh: u64,
+    /// ... fetched from the internet.
+    pub from_internet: u64,
+    /// ... over radio.
+    pub from_rf: u64,
+    /// Not found or failed.
+    pub other: u64,
+}
+
+impl HourRow {
+    /// The row of the hour starting at `start` (unix seconds).
+    pub fn new(start: i64, c: &Counts) -> Self {
+        HourRow {
+            start: rfc3339(start),
+            requests: c.requests,
+            bytes: c.bytes,
+            from_store: c.store_requests,
+            from_mesh: c.mesh_requests,
+            from_internet: c.internet_requests,
+            from_rf: c.rf_requests,
+            other: c.not_found + c.failed,
+        }
+    }
+}
+
+/// What the node did over a period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Start, unix seconds (older than the hourly retention, whole days).
+    pub since: i64,
+    /// End, unix seconds.
+    pub until: i64,
+    /// Every counter summed over the period.
+    pub totals: Counts,
+    /// Share of found content requests answered from this node's store.
+    pub cache_hit_ratio: Option<f64>,
+    /// Different client addresses served.
+    pub distinct_clients: u64,
+    /// Most requested content.
+    pub top_content: Vec<Item>,
+    /// Busiest clients; left out of the public port's report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_clients: Option<Vec<Item>>,
+    /// Requests by hour of the day (UTC), `"00"`..`"23"`.
+    pub by_hour_of_day: Vec<Item>,
+    /// Hour by hour, where hours are kept.
+    pub hourly: Vec<HourRow>,
+    /// Events the analytics task could not keep up with (dropped, counted).
+    pub dropped_events: u64,
+}
+
+/// How to render a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned text for a terminal.
+    Table,
+    /// JSON (the [`Report`] itself).
+    Json,
+    /// CSV, one `section,key,requests,bytes` row per figure.
+    Csv,
+    /// Markdown tables.
+    Markdown,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "table" => Ok(Format::Table),
+            "json" => Ok(Format::Json),
+            "csv" => Ok(Format::Csv),
+            "markdown" | "md" => Ok(Format::Markdown),
+            _ => Err(format!(
+                "unknown format {s:?}: use table, json, csv or markdown"
+            )),
+        }
+    }
+}
+
+/// The figures of a report as labelled rows: `(section, key, requests, bytes)`.
+fn sections(r: &Report) -> Vec<(&'static str, Vec<(String, u64, u64)>)> {
+    let t = &r.totals;
+    let row = |k: &str, n: u64, b: u64| (k.to_string(), n, b);
+    let mut out = vec![
+        (
+            "utilisation",
+            vec![
+                row("content requests (clients)", t.requests, t.bytes),
+                row("from this node's store", t.store_requests, t.store_bytes),
+                row("through the mesh", t.mesh_requests, t.mesh_bytes),
+                row("from the internet", t.internet_requests, t.internet_bytes),
+                row("over radio", t.rf_requests, t.rf_bytes),
+                row("not found", t.not_found, 0),
+                row("refused or failed", t.failed, 0),
+                row("served to other nodes", t.peer_requests, t.peer_bytes),
+            ],
+        ),
+        (
+            "impact",
+            vec![
+                row("external requests", t.external_requests, 0),
+                row(
+                    "external downloads avoided",
+                    t.external_avoided,
+                    t.external_bytes_saved,
+                ),
+                row("served while offline", t.offline_requests, t.offline_bytes),
+                row("distinct clients served", r.distinct_clients, 0),
+                row(
+                    "cache hit ratio (per mille)",
+                    r.cache_hit_ratio.map_or(0, |x| (x * 1000.0).round() as u64),
+                    0,
+                ),
+            ],
+        ),
+        (
+            "network",
+            vec![
+                row("most peers at once", t.peers_max, 0),
+                row("peers joined", t.peer_joins, 0),
+                row("peers left", t.peer_leaves, 0),
+                row("mode changes", t.mode_changes, 0),
+                row("seconds offline", t.offline_secs, 0),
+                row("radio airtime (ms)", t.rf_airtime_ms, 0),
+            ],
+        ),
+    ];
+    let items = |v: &[Item]| -> Vec<(String, u64, u64)> {
+        v.iter()
+            .map(|i| (i.key.clone(), i.requests, i.bytes))
+            .collect()
+    };
+    out.push(("top content", items(&r.top_content)));
+    if let Some(c) = &r.top_clients {
+        out.push(("top clients", items(c)));
+    }
+    out.push(("by hour of day (UTC)", items(&r.by_hour_of_day)));
+    out
+}
+
+/// Renders `r`.
+pub fn render(r: &Report, f: Format) -> String {
+    match f {
+        Format::Json => serde_json::to_string_pretty(r).expect("a report serialises") + "\n",
+        Format::Csv => {
+            let mut s = String::from("section,key,requests,bytes\n");
+            for (sec, rows) in sections(r) {
+                for (k, n, b) in rows {
+                    let _ = writeln!(s, "{},{},{n},{b}", csv(sec), csv(&k));
+                }
+            }
+            s
+        }
+        Format::Markdown => {
+            let mut s = format!(
+                "# meshnode report\n\n{} to {} (UTC)\n",
+                rfc3339(r.since),
+                rfc3339(r.until)
+            );
+            for (sec, rows) in sections(r) {
+                let _ = write!(s, "\n## {sec}\n\n| | requests | bytes |\n|---|---:|---:|\n");
+                for (k, n, b) in rows {
+                    let _ = writeln!(s, "| {} | {n} | {} |", k.replace('|', "\\|"), human(b));
+                }
+            }
+            s
+        }
+        Format::Table => {
+            let mut s = format!("{} to {} (UTC)\n", rfc3339(r.since), rfc3339(r.until));
+            for (sec, rows) in sections(r) {
+                let w = rows
+                    .iter()
+                    .map(|(k, ..)| k.chars().count())
+                    .max()
+                    .unwrap_or(0);
+                let _ = writeln!(s, "\n{sec}");
+                for (k, n, b) in rows {
+                    let _ = writeln!(s, "  {k:<w$}  {n:>10}  {:>10}", human(b));
+                }
+            }
+            s
+        }
+    }
+}
+
+fn csv(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Bytes for people: `0 B`, `1.5 KiB`, ...
+pub fn human(b: u64) -> String {
+    let mut v = b as f64;
+    for unit in ["B", "KiB", "MiB", "GiB", "TiB"] {
+        if v < 1024.0 || unit == "TiB" {
+            return if unit == "B" {
+                format!("{b} B")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+        v /= 1024.0;
+    }
+    unreachable!()
+}
+
+/// `2026-11-21T13:00:00Z` of unix seconds.
+pub fn rfc3339(unix_secs: i64) -> String {
+    let days = unix_secs.div_euclid(86_400);
+    let secs = unix_secs.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        Report {
+            since: 1_763_683_200,
+            until: 1_763_769_600,
+            totals: Counts {
+                requests: 10,
+                bytes: 4096,
+                store_requests: 7,
+                external_avoided: 2,
+                external_bytes_saved: 2048,
+                ..Default::default()
+            },
+            cache_hit_ratio: Some(0.7),
+            distinct_clients: 3,
+            top_content: vec![Item {
+                key: "http://n0call.radio/a,b".into(),
+                requests: 5,
+                bytes: 100,
+            }],
+            top_clients: None,
+            by_hour_of_day: vec![],
+            hourly: vec![],
+            dropped_events: 0,
+        }
+    }
+
+    #[test]
+    fn dates_are_utc_civil_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_763_730_000), "2025-11-21T13:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn every_format_carries_the_figures() {
+        let r = report();
+        let csv = render(&r, Format::Csv);
+        assert!(csv.starts_with("section,key,requests,bytes\n"));
+        assert!(
+            csv.contains("impact,external downloads avoided,2,2048\n"),
+            "{csv}"
+        );
+        assert!(
+            csv.contains("top content,\"http://n0call.radio/a,b\",5,100\n"),
+            "{csv}"
+        );
+        assert!(!csv.contains("top clients"));
+        let md = render(&r, Format::Markdown);
+        assert!(md.contains("| from this node's store | 7 | 0 B |"), "{md}");
+        assert!(md.contains("| cache hit ratio (per mille) | 700 |"), "{md}");
+        let t = render(&r, Format::Table);
+        assert!(
+            t.contains("2025-11-21T00:00:00Z to 2025-11-22T00:00:00Z"),
+            "{t}"
+        );
+        assert!(t.contains("distinct clients served"), "{t}");
+        let back: Report = serde_json::from_str(&render(&r, Format::Json)).unwrap();
+        assert_eq!(back, r);
+        assert_eq!("md".parse::<Format>(), Ok(Format::Markdown));
+        assert!(
+            "xml"
+                .parse::<Format>()
+                .unwrap_err()
+                .contains("unknown format")
+        );
+        assert_eq!(human(1536), "1.5 KiB");
+    }
+}
