@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::autorate::{Baseline, Direction, Sample};
@@ -122,6 +122,8 @@ enum Cmd {
 pub struct Shaping {
     tx: Option<mpsc::Sender<Cmd>>,
     view: Arc<RwLock<Status>>,
+    /// Ticked by the task after it wrote `view`.
+    changes: Arc<watch::Sender<()>>,
 }
 
 impl Shaping {
@@ -145,17 +147,28 @@ impl Shaping {
     /// client's quotas.
     pub async fn set_quota(&self, ip: Ipv4Addr, q: Option<Quota>) -> Result<ClientStatus, String> {
         let Some(tx) = &self.tx else {
-            return Err(self
-                .status()
-                .reason
-                .unwrap_or_else(|| "shaping is off".into()));
+            return Err(self.off());
         };
         let (r, rx) = oneshot::channel();
         tx.send(Cmd::SetQuota(ip, q, r))
             .await
-            .map_err(|_| "the shaping task has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the shaping task has stopped".to_string())
+            .map_err(|_| self.off())?;
+        rx.await.map_err(|_| self.off())
+    }
+
+    /// Why quotas cannot be set: shaping is off (and why), or its task has
+    /// stopped.
+    fn off(&self) -> String {
+        match self.status().reason {
+            Some(r) => format!("shaping is off: {r}"),
+            None => "the shaping task has stopped".into(),
+        }
+    }
+
+    /// Wakes whenever the state (clients, usage, throttling, why it is off)
+    /// may have changed: after every scan, and when starting failed.
+    pub fn subscribe(&self) -> watch::Receiver<()> {
+        self.changes.subscribe()
     }
 }
 
@@ -175,10 +188,19 @@ pub fn spawn(
         uplink_bps: cfg.uplink.0,
         ..Default::default()
     }));
+    let changes = Arc::new(watch::Sender::new(()));
     let off = |reason: String, view: Arc<RwLock<Status>>| {
         tracing::info!("shaping is off: {reason}");
         view.write().expect("lock").reason = Some(reason);
-        (Shaping { tx: None, view }, tokio::spawn(async {}))
+        let changes = changes.clone();
+        (
+            Shaping {
+                tx: None,
+                view,
+                changes,
+            },
+            tokio::spawn(async {}),
+        )
     };
     if !cfg.enabled {
         return off(
@@ -193,18 +215,27 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(16);
     let cfg = cfg.clone();
     let v = view.clone();
+    let ch = changes.clone();
     let join = tokio::spawn(async move {
-        let mut t = match Task::start(cfg, v.clone(), db.0, db.1, uplink).await {
+        let mut t = match Task::start(cfg, v.clone(), ch.clone(), db.0, db.1, uplink).await {
             Ok(t) => t,
             Err(reason) => {
                 tracing::warn!("shaping is off: {reason}");
                 v.write().expect("lock").reason = Some(reason);
+                ch.send_replace(());
                 return;
             }
         };
         t.run(rx, stop).await;
     });
-    (Shaping { tx: Some(tx), view }, join)
+    (
+        Shaping {
+            tx: Some(tx),
+            view,
+            changes,
+        },
+        join,
+    )
 }
 
 /// A LAN interface and its IFB.
@@ -233,6 +264,8 @@ struct Client {
 struct Task {
     cfg: ShapingConfig,
     view: Arc<RwLock<Status>>,
+    /// Ticked after each scan's `view` update.
+    changes: Arc<watch::Sender<()>>,
     tc: Tc,
     neigh: rtnetlink::Handle,
     ifaces: Vec<Iface>,
@@ -264,6 +297,7 @@ impl Task {
     async fn start(
         cfg: ShapingConfig,
         view: Arc<RwLock<Status>>,
+        changes: Arc<watch::Sender<()>>,
         db: UsageDb,
         rows: BTreeMap<Ipv4Addr, Row>,
         uplink: tokio::sync::watch::Receiver<crate::connectivity::Uplink>,
@@ -318,6 +352,7 @@ impl Task {
         Ok(Task {
             cfg,
             view,
+            changes,
             tc,
             neigh,
             ifaces,
@@ -724,6 +759,7 @@ impl Task {
             .collect();
         list.sort_by_key(|c| (!c.active, c.ip));
         self.view.write().expect("lock").clients = list;
+        self.changes.send_replace(());
     }
 
     async fn save(&mut self) {
