@@ -12,8 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the tests use from Debian: systemd-analyze (unit check), and the tools
-# of the later subsystems' tests as they land.
-APT_PACKAGES=(systemd iproute2 curl ca-certificates tcpdump python3 util-linux iperf3)
+# of the later subsystems' tests as they land; dbus-daemon and dbus-send
+# (dbus-bin) for the private bus of tests/dbus.rs.
+APT_PACKAGES=(systemd iproute2 curl ca-certificates tcpdump python3 util-linux iperf3 dbus-daemon dbus-bin)
 
 step() { printf '\n==> %s\n' "$*"; }
 

@@ -47,6 +47,12 @@ trait Node1 {
         path: &str,
         options: HashMap<&str, zbus::Variant<'_>>,
     ) -> zbus::Result<String>;
+    fn publish_data(
+        &self,
+        content: &[u8],
+        path: &str,
+        options: HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<String>;
     fn remove(&self, url: &str) -> zbus::Result<String>;
     fn pin(&self, url: &str, pinned: bool) -> zbus::Result<String>;
     fn fetch(&self, url: &str) -> zbus::Result<String>;
@@ -308,8 +314,19 @@ async fn the_interface_is_a_facade_over_what_the_http_api_shows() {
         "{xml}"
     );
     for m in [
-        "Status", "Peers", "Catalog", "Clients", "Client", "Publish", "Remove", "Pin", "Fetch",
-        "Verify", "Reload", "SetQuota",
+        "Status",
+        "Peers",
+        "Catalog",
+        "Clients",
+        "Client",
+        "Publish",
+        "PublishData",
+        "Remove",
+        "Pin",
+        "Fetch",
+        "Verify",
+        "Reload",
+        "SetQuota",
     ] {
         assert!(
             xml.contains(&format!(r#"<method name="{m}">"#)),
@@ -456,6 +473,37 @@ async fn the_interface_is_a_facade_over_what_the_http_api_shows() {
     let dcat: serde_json::Value = serde_json::from_str(&p.catalog("dbus").await.unwrap()).unwrap();
     assert_eq!(dcat["total"], 1);
     assert_eq!(dcat["entries"][0]["url"], url);
+
+    // PublishData: the bytes in the message (a new version of the URL)
+    let e2: serde_json::Value = serde_json::from_str(
+        &p.publish_data(b"small", "/dbus/small.txt", HashMap::new())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(e2["url"], "http://n0call.radio/dbus/small.txt");
+    assert_eq!(e2["priority"], 3); // standard
+    let sig = within("ContentAdded", added.next()).await.unwrap();
+    assert_eq!(
+        sig.args().unwrap().url(),
+        "http://n0call.radio/dbus/small.txt"
+    );
+    assert_eq!(
+        node.get("n0call.radio", "/dbus/small.txt", &[]).await.body,
+        "small"
+    );
+    let gone: serde_json::Value = serde_json::from_str(
+        &p.remove("http://n0call.radio/dbus/small.txt")
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(gone["url"], "http://n0call.radio/dbus/small.txt");
+    let sig = within("ContentRemoved", removed.next()).await.unwrap();
+    assert_eq!(
+        sig.args().unwrap().url(),
+        "http://n0call.radio/dbus/small.txt"
+    );
 
     // a bad publish fails over D-Bus with the control socket's own message
     let file = std::fs::File::open(&file_path).unwrap();
@@ -698,6 +746,24 @@ async fn an_unprivileged_caller_may_read_but_not_change() {
     assert!(ok, "{err}");
     assert!(out.contains("keep.txt"), "{out}");
     assert_eq!(node.ctl.get("/api/v1/catalog").await.unwrap()["total"], 0);
+    // the README's busctl example (busctl cannot pass a descriptor: PublishData)
+    let o = tokio::process::Command::new("busctl")
+        .arg(format!("--address={}", bus.address))
+        .args(["call", NAME, PATH, "org.meshnode.Node1", "PublishData"])
+        .args(["aysa{sv}", "6", "104", "101", "108", "108", "111", "10"])
+        .args(["/hello.txt", "1", "priority", "s", "essential"])
+        .output()
+        .await;
+    match o {
+        Err(e) => println!("busctl not run ({e}); skipping its part"),
+        Ok(o) => {
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let served = node.get("n0call.radio", "/hello.txt", &[]).await;
+            assert_eq!(served.body, "hello\n");
+            let cat = node.ctl.get("/api/v1/catalog").await.unwrap();
+            assert_eq!(cat["entries"][0]["priority"], 1);
+        }
+    }
     node.daemon.shutdown().await.unwrap();
 }
 

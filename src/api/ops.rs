@@ -129,8 +129,8 @@ impl App {
         Ok(entry)
     }
 
-    /// Removes a URL of this store (`http://<callsign>.radio/p`, or `/p` for
-    /// this station); own content gets a deletion record in the mesh.
+    /// Removes a URL (`http://<callsign>.radio/p`) from this store; own
+    /// content gets a deletion record in the mesh.
     pub async fn remove(&self, url: &str) -> Result<Entry, ApiError> {
         let url = canonical(url)?;
         let entry = self.store.remove(&url).await?;

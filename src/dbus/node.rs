@@ -34,6 +34,27 @@ impl Node {
     pub(super) fn new(app: Arc<App>) -> Self {
         Self { app }
     }
+
+    /// Publish and PublishData: checks what the caller says first, so bad
+    /// options cost no read.
+    async fn publish_from<S>(
+        &self,
+        path: String,
+        options: HashMap<String, OwnedVariant>,
+        declared: Option<u64>,
+        content: S,
+    ) -> fdo::Result<String>
+    where
+        S: futures_util::Stream<Item = Result<Bytes, String>> + Unpin,
+    {
+        let meta = self
+            .app
+            .publish_meta(&publish_request(path, options)?)
+            .map_err(fail)?;
+        let blob = self.app.ingest(declared, content).await.map_err(fail)?;
+        let entry = self.app.publish(blob, meta).await.map_err(fail)?;
+        Ok(json_text(&entry))
+    }
 }
 
 /// An API error as a D-Bus error: the same message, a name from its status.
@@ -152,10 +173,6 @@ impl Node {
         path: String,
         options: HashMap<String, OwnedVariant>,
     ) -> fdo::Result<String> {
-        let meta = self
-            .app
-            .publish_meta(&publish_request(path, options)?)
-            .map_err(fail)?;
         let file = std::fs::File::from(std::os::fd::OwnedFd::from(file));
         let declared = file
             .metadata()
@@ -167,9 +184,21 @@ impl Node {
             READ_CHUNK,
         )
         .map(|r| r.map_err(|e| format!("reading the file: {e}")));
-        let blob = self.app.ingest(declared, reader).await.map_err(fail)?;
-        let entry = self.app.publish(blob, meta).await.map_err(fail)?;
-        Ok(json_text(&entry))
+        self.publish_from(path, options, declared, reader).await
+    }
+
+    /// Publishes CONTENT itself under this station's PATH, for small
+    /// content and tools that cannot pass a descriptor (busctl); otherwise
+    /// as Publish.
+    async fn publish_data(
+        &self,
+        content: Vec<u8>,
+        path: String,
+        options: HashMap<String, OwnedVariant>,
+    ) -> fdo::Result<String> {
+        let declared = Some(content.len() as u64);
+        let one = futures_util::stream::iter([Ok(Bytes::from(content))]);
+        self.publish_from(path, options, declared, one).await
     }
 
     /// Removes a URL from this node's store and returns its entry as JSON
