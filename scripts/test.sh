@@ -13,9 +13,10 @@ cd "$(dirname "$0")/.."
 
 # What the tests use from Debian: systemd-analyze (unit check), and the tools
 # of the later subsystems' tests as they land; chromium and its driver (and a
-# font: recommends are not installed) for the status page in a browser.
+# font: recommends are not installed) for the status page in a browser;
+# dbus-daemon and dbus-send (dbus-bin) for the private bus of tests/dbus.rs.
 APT_PACKAGES=(systemd iproute2 curl ca-certificates tcpdump python3 util-linux iperf3
-    chromium chromium-driver fonts-dejavu-core)
+    chromium chromium-driver fonts-dejavu-core dbus-daemon dbus-bin)
 
 step() { printf '\n==> %s\n' "$*"; }
 

@@ -3,7 +3,8 @@
 //!
 //! Start order: state dir → identity → store → content reader → listeners
 //! (bound before READY=1, so a socket-activated client never races us) →
-//! background tasks. Stop order: stop accepting → drain in-flight requests
+//! D-Bus (optional: never fails the start) → background tasks. Stop order:
+//! stop accepting (and give the D-Bus name back) → drain in-flight requests
 //! (up to [`GRACE`]) → background tasks → store close (flush counters,
 //! checkpoint the WAL). [`run`] takes its shutdown trigger as a future so
 //! tests can stop a daemon in-process (the mini-redis `server::run` shape).
@@ -103,6 +104,8 @@ pub struct Daemon {
     background: CancellationToken,
     servers: TaskTracker,
     tasks: TaskTracker,
+    /// The D-Bus facade, when a bus took it.
+    dbus: Option<crate::dbus::Dbus>,
 }
 
 impl Daemon {
@@ -199,6 +202,7 @@ impl Daemon {
             ingress.child_token(),
             GRACE,
         ));
+        let dbus = crate::dbus::start(&cfg.dbus, app.clone()).await;
         let (scrub_tx, scrub_rx) = watch::channel(cfg.store.scrub_interval.0);
         tasks.spawn(scrub_loop(reader, scrub_rx, background.child_token()));
         tasks.spawn(flush_loop(store.clone(), background.child_token()));
@@ -226,6 +230,7 @@ impl Daemon {
             background,
             servers,
             tasks,
+            dbus,
         })
     }
 
@@ -253,6 +258,9 @@ impl Daemon {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         self.ingress.cancel();
+        if let Some(d) = self.dbus {
+            d.stop().await;
+        }
         self.servers.close();
         self.servers.wait().await; // each server drains for at most GRACE
         self.background.cancel();

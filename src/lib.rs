@@ -25,8 +25,10 @@
 //! | [`connectivity`] | uplink probes, the online / mesh-only / rf-only mode | the probe task |
 //! | [`failover`] | the failover default route and policy rules over rtnetlink | the gateway task (in [`mesh`]) |
 //! | [`proxy`] | cooperative fetching: who fetches, what is cacheable and fresh: pure | — (the [`api`] facade does the I/O) |
+//! | [`shaping`] | per-client HTB classes, usage, quotas | the shaping task |
+//! | [`dbus`] | `org.meshnode.Node` on the system bus: a facade over the same handles as [`api`] | the watcher task (signals); zbus's per-call tasks |
 //!
-//! Later subsystems (radio, shaping, analytics, dbus) slot in as siblings
+//! Later subsystems (radio, analytics) slot in as siblings
 //! following shared/DESIGN.md.
 
 pub mod analytics;
@@ -36,6 +38,7 @@ pub mod catalog;
 pub mod config;
 pub mod connectivity;
 pub mod daemon;
+pub mod dbus;
 pub mod discovery;
 pub mod failover;
 pub mod gossip;

@@ -50,7 +50,7 @@ fn node_config(
          [discovery]\nmdns = true\ninterfaces = [{ifaces}]\nbroadcast = {broadcast}\n\
          redial_interval = \"1s\"\n\
          [gossip]\nheartbeat_interval = \"1s\"\npeer_expiry = \"5s\"\n\
-         [sync]\nreconcile_interval = \"2s\"\n{sync}\n",
+         [sync]\nreconcile_interval = \"2s\"\n[dbus]\nenabled = false\n{sync}\n",
         label = q(host.name()),
         state = q(&dir.join("state").display().to_string()),
         listen = q(listen),

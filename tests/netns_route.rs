@@ -51,7 +51,7 @@ fn config(lab: &Lab, host: &Host, statics: &[String], extra: &str) -> String {
          [http]\nlisten = [\"0.0.0.0:8080\"]\ncontrol_socket = {sock}\n\
          [discovery]\nmdns = false\nstatic_peers = [{statics}]\nredial_interval = \"1s\"\n\
          [gossip]\nheartbeat_interval = \"1s\"\npeer_expiry = \"5s\"\n\
-         [sync]\nreconcile_interval = \"2s\"\n{extra}\n",
+         [sync]\nreconcile_interval = \"2s\"\n[dbus]\nenabled = false\n{extra}\n",
         label = q(host.name()),
         state = q(&dir.join("state").display().to_string()),
         sock = q(&dir.join("control.sock").display().to_string()),

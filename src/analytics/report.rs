@@ -109,8 +109,11 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// The figures of a report as labelled rows: `(section, key, requests, bytes)`.
-fn sections(r: &Report) -> Vec<(&'static str, Vec<(String, u64, u64)>)> {
+/// One labelled figure: `(key, requests or count, bytes)`.
+type Row = (String, u64, u64);
+
+/// The figures of a report as sections of labelled rows.
+fn sections(r: &Report) -> Vec<(&'static str, Vec<Row>)> {
     let t = &r.totals;
     let row = |k: &str, n: u64, b: u64| (k.to_string(), n, b);
     let mut out = vec![
@@ -157,7 +160,7 @@ fn sections(r: &Report) -> Vec<(&'static str, Vec<(String, u64, u64)>)> {
             ],
         ),
     ];
-    let items = |v: &[Item]| -> Vec<(String, u64, u64)> {
+    let items = |v: &[Item]| -> Vec<Row> {
         v.iter()
             .map(|i| (i.key.clone(), i.requests, i.bytes))
             .collect()

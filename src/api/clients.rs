@@ -20,7 +20,6 @@ use serde::Deserialize;
 
 use super::{ApiError, App, Body, Caller, is_community_ip, json, respond};
 use crate::config::ByteSize;
-use crate::shaping::quota::Quota;
 
 /// Does this module answer `path`?
 pub fn handles(path: &str) -> bool {
@@ -88,13 +87,7 @@ pub async fn dispatch(
     match (tail, req.method()) {
         ("", _) => {
             super::only_get(&req)?;
-            match app.shaping.client(ip) {
-                Some(c) => Ok(json(StatusCode::OK, &c)),
-                None => Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    format!("no usage on record for {ip}{}", off_reason(app)),
-                )),
-            }
+            Ok(json(StatusCode::OK, &app.client_status(ip)?))
         }
         ("quota", &Method::PUT) if caller == Caller::Control => {
             let body = Limited::new(req.into_body(), 4096)
@@ -111,17 +104,10 @@ pub async fn dispatch(
                     ))
                 })?
             };
-            let q = q
-                .filter(|q| q.daily.is_some() || q.monthly.is_some())
-                .map(|q| Quota {
-                    daily: q.daily.map(|b| b.0),
-                    monthly: q.monthly.map(|b| b.0),
-                });
-            let st = app
-                .shaping
-                .set_quota(ip, q)
-                .await
-                .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+            let (daily, monthly) = q.map_or((None, None), |q| {
+                (q.daily.map(|b| b.0), q.monthly.map(|b| b.0))
+            });
+            let st = app.set_quota(ip, daily, monthly).await?;
             Ok(json(StatusCode::OK, &st))
         }
         ("quota", _) => Err(ApiError::method_not_allowed(
@@ -142,14 +128,6 @@ fn own_ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
         IpAddr::V4(v4) => Some(v4),
         IpAddr::V6(v6) => v6.to_ipv4_mapped(),
     }
-}
-
-fn off_reason(app: &App) -> String {
-    app.shaping
-        .status()
-        .reason
-        .map(|r| format!(" (shaping is off: {r})"))
-        .unwrap_or_default()
 }
 
 /// RFC 8908 §5: the caller is not held captive by meshnode (a portal such

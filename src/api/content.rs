@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 
 use futures_util::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 
 use super::pages::Listed;
 use super::{App, Body, Caller, full, html, json, pages, wants_json};
@@ -92,7 +92,8 @@ pub async fn serve(
     app: &App,
     caller: Caller,
     url: Result<ContentUrl, UrlError>,
-    req: &Request<Incoming>,
+    method: &Method,
+    headers: &HeaderMap,
 ) -> Response<Body> {
     let url = match url {
         Ok(u) => u,
@@ -115,9 +116,9 @@ pub async fn serve(
             Some(rec) => {
                 app.mesh.requested(&key);
                 let hop = Hop::start(app);
-                return via_mesh(app, &key, rec, hop, req.method(), req.headers()).await;
+                return via_mesh(app, &key, rec, hop, method, headers).await;
             }
-            None => return not_found(app, caller, req, &key),
+            None => return not_found(app, caller, headers, &key),
         },
     };
     if live.fields().priority == crate::catalog::Priority::Popular {
@@ -130,7 +131,7 @@ pub async fn serve(
         );
     }
     app.counters.content_hits.fetch_add(1, Ordering::Relaxed);
-    serve_entry(app, live, req.method(), req.headers()).await
+    serve_entry(app, live, method, headers).await
 }
 
 /// How long a request waits for an identical one in flight before fetching
@@ -341,12 +342,7 @@ async fn entry_response(
 }
 
 /// 404 listing what this node has: JSON for programs, HTML for browsers.
-pub fn not_found(
-    app: &App,
-    caller: Caller,
-    req: &Request<Incoming>,
-    wanted: &str,
-) -> Response<Body> {
+pub fn not_found(app: &App, caller: Caller, headers: &HeaderMap, wanted: &str) -> Response<Body> {
     app.counters.content_misses.fetch_add(1, Ordering::Relaxed);
     let mut all: Vec<Listed> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -402,7 +398,7 @@ pub fn not_found(
     });
     let total = all.len();
     let shown: Vec<Listed> = all.into_iter().take(NOT_FOUND_LIST_MAX).collect();
-    let mut r = if wants_json(req) {
+    let mut r = if wants_json(headers) {
         let list = &shown;
         json(
             StatusCode::NOT_FOUND,

@@ -13,6 +13,7 @@ mod clients;
 mod content;
 mod control;
 mod mesh;
+pub mod ops;
 mod pages;
 pub(crate) mod proxy;
 pub mod server;
@@ -143,6 +144,16 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The message, safe to show to the caller.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
@@ -260,7 +271,7 @@ impl App {
             let key = url
                 .as_ref()
                 .map_or_else(|_| req.uri().path().to_string(), |u| u.to_string());
-            let mut r = content::serve(self, caller, url, &req).await;
+            let mut r = content::serve(self, caller, url, req.method(), req.headers()).await;
             self.served(&mut r, caller, key, false, req.method());
             return Ok(r);
         }
@@ -310,9 +321,9 @@ impl App {
                 match radio_host_callsign(host) {
                     Some(cs) => {
                         let url = ContentUrl::new(cs, if tail.is_empty() { "/" } else { tail });
-                        Ok(content::serve(self, caller, url, &req).await)
+                        Ok(content::serve(self, caller, url, req.method(), req.headers()).await)
                     }
-                    None => Ok(content::not_found(self, caller, &req, p)),
+                    None => Ok(content::not_found(self, caller, req.headers(), p)),
                 }
             }
         }
@@ -410,7 +421,9 @@ impl App {
         }
     }
 
-    fn catalog(&self, caller: Caller, q: &[(String, String)]) -> Result<CatalogBody, ApiError> {
+    /// `GET /api/v1/catalog` with its query (`q`, `callsign`, `limit`,
+    /// `offset`), as `caller` may see it.
+    pub fn catalog(&self, caller: Caller, q: &[(String, String)]) -> Result<CatalogBody, ApiError> {
         let get = |k: &str| param(q, k);
         let limit: usize = get("limit")
             .map(str::parse)
@@ -894,8 +907,8 @@ fn param<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
     q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 
-fn wants_json(req: &Request<Incoming>) -> bool {
-    req.headers()
+fn wants_json(headers: &hyper::HeaderMap) -> bool {
+    headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
@@ -918,9 +931,14 @@ fn respond(
     r
 }
 
+/// An API value as JSON text, exactly as the HTTP API sends it (D-Bus
+/// methods return the same text).
+pub fn json_text(v: &impl Serialize) -> String {
+    serde_json::to_string_pretty(v).expect("API types serialise")
+}
+
 fn json(status: StatusCode, v: &impl Serialize) -> Response<Body> {
-    let body = serde_json::to_vec_pretty(v).expect("API types serialise");
-    respond(status, "application/json", body)
+    respond(status, "application/json", json_text(v))
 }
 
 fn html(status: StatusCode, body: String) -> Response<Body> {

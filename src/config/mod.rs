@@ -80,6 +80,9 @@ pub struct Config {
     /// `[analytics]`: usage figures rolled up in SQLite.
     #[serde(default)]
     pub analytics: AnalyticsConfig,
+    /// `[dbus]`: the D-Bus interface on the system bus.
+    #[serde(default)]
+    pub dbus: DbusConfig,
 }
 
 /// `[analytics]`
@@ -117,6 +120,31 @@ impl Default for AnalyticsConfig {
             hourly_retention: default_hourly_retention(),
             daily_retention: default_daily_retention(),
             top: default_top(),
+        }
+    }
+}
+
+/// `[dbus]`
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbusConfig {
+    /// Offer `org.meshnode.Node` on the system bus. On by default: where
+    /// there is no bus (OpenWrt, containers) the node says so once and runs
+    /// on; it never fails to start for D-Bus.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The bus to connect to, as a D-Bus address (`unix:path=/run/dbus/...`).
+    /// Absent: the system bus (`$DBUS_SYSTEM_BUS_ADDRESS`, else
+    /// `/run/dbus/system_bus_socket`), which is what production wants.
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+impl Default for DbusConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: None,
         }
     }
 }
@@ -796,6 +824,9 @@ impl Config {
         if self.analytics != new.analytics {
             keys.push("analytics");
         }
+        if self.dbus != new.dbus {
+            keys.push("dbus");
+        }
         keys
     }
 }
@@ -909,6 +940,7 @@ mod tests {
         assert_eq!(c.sync, SyncConfig::default());
         assert_eq!(c.connectivity, ConnectivityConfig::default());
         assert_eq!(c.proxy, ProxyConfig::default());
+        assert_eq!(c.dbus, DbusConfig::default());
     }
 
     #[test]

@@ -185,6 +185,9 @@ pub struct MeshView {
     pub client: client::MeshClient,
     /// Network mode, uplink and failover gateway.
     pub mode: RwLock<links::ModeState>,
+    /// Ticked by the mesh task after it changed `mode` or rebuilt `peers`
+    /// (watchers such as the D-Bus facade diff the view then).
+    pub changes: tokio::sync::watch::Sender<()>,
     /// The mesh as LINK_STATE messages describe it.
     pub topology: RwLock<Arc<crate::routing::Topology>>,
     /// Routes to every reachable node, rebuilt with the topology.
@@ -263,6 +266,12 @@ impl Mesh {
             .read()
             .expect("catalog lock poisoned")
             .max_version(url)
+    }
+
+    /// Wakes whenever the mode, the uplink or the peer table may have
+    /// changed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.view.changes.subscribe()
     }
 
     /// The number of records.

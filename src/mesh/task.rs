@@ -151,6 +151,7 @@ pub async fn spawn(p: MeshParams, tasks: &TaskTracker) -> anyhow::Result<Mesh> {
             failover_off: (!p.cfg.connectivity.failover)
                 .then(|| "disabled in the config ([connectivity] failover = false)".to_string()),
         }),
+        changes: watch::Sender::new(()),
         topology: RwLock::new(Arc::new(Topology::new(
             me,
             &HashMap::new(),
@@ -1358,8 +1359,10 @@ impl Task {
             .then(|| links::choose_gateway(&neighbours, &modes, &self.own_links))
             .flatten();
         let mut changed = false;
+        let mut touched = false;
         {
             let mut m = self.view.mode.write().expect("lock");
+            touched |= m.uplink != uplink;
             m.uplink = uplink;
             if m.mode != mode {
                 tracing::warn!(
@@ -1373,6 +1376,7 @@ impl Task {
                 changed = true;
             }
             if m.gateway.as_ref().map(|g| g.addr) != gw.map(|(_, a)| a) {
+                touched = true;
                 m.gateway = gw.map(|(n, addr)| links::GatewayState {
                     node_id: n.to_hex(),
                     name: self
@@ -1386,6 +1390,9 @@ impl Task {
                 });
                 self.gateway_tx.send_replace(gw.map(|(_, a)| a));
             }
+        }
+        if changed || touched {
+            self.view.changes.send_replace(());
         }
         if changed {
             self.mode = mode;
@@ -1460,6 +1467,7 @@ impl Task {
             .collect();
         rows.sort_by(|a, b| a.name.cmp(&b.name).then(a.node_id.cmp(&b.node_id)));
         *self.view.peers.write().expect("lock") = rows;
+        self.view.changes.send_replace(());
         if !self.sync_neighbours() {
             self.rebuild_routes();
         }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::autorate::{Baseline, Direction, Sample};
@@ -139,6 +139,8 @@ pub enum Reconfigured {
 pub struct Shaping {
     tx: mpsc::Sender<Cmd>,
     view: Arc<RwLock<Status>>,
+    /// Ticked by the task after it wrote `view`.
+    changes: Arc<watch::Sender<()>>,
 }
 
 impl Shaping {
@@ -183,6 +185,13 @@ impl Shaping {
         rx.await
             .map_err(|_| "the shaping task has stopped".to_string())
     }
+
+    /// Wakes whenever the state (clients, usage, throttling, why it is off)
+    /// may have changed: after every scan and every command, and when
+    /// starting failed.
+    pub fn subscribe(&self) -> watch::Receiver<()> {
+        self.changes.subscribe()
+    }
 }
 
 /// Most time between attempts to start shaping when it could not start
@@ -207,15 +216,17 @@ pub fn spawn(
         ..Default::default()
     }));
     let (tx, rx) = mpsc::channel(16);
+    let changes = Arc::new(watch::Sender::new(()));
     let sup = Supervisor {
         cfg: cfg.clone(),
         state_dir: state_dir.to_path_buf(),
         uplink,
         view: view.clone(),
+        changes: changes.clone(),
         said: None,
     };
     let join = tokio::spawn(sup.run(rx, stop));
-    (Shaping { tx, view }, join)
+    (Shaping { tx, view, changes }, join)
 }
 
 /// Starts, restarts and stops the [`Task`] as the configuration says and
@@ -225,6 +236,7 @@ struct Supervisor {
     state_dir: std::path::PathBuf,
     uplink: tokio::sync::watch::Receiver<crate::connectivity::Uplink>,
     view: Arc<RwLock<Status>>,
+    changes: Arc<watch::Sender<()>>,
     /// The last reason logged for shaping being off, so it is said once.
     said: Option<String>,
 }
@@ -234,6 +246,7 @@ impl Supervisor {
         let mut task = self.start().await;
         let (mut tick, mut retry) = self.timers();
         loop {
+            self.changes.send_replace(());
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tick.tick(), if task.is_some() => {
@@ -251,7 +264,7 @@ impl Supervisor {
                     Cmd::SetQuota(ip, q, reply) => {
                         let r = match task.as_mut() {
                             Some(t) => Ok(t.set_quota(ip, q).await),
-                            None => Err(self.reason()),
+                            None => Err(format!("shaping is off: {}", self.reason())),
                         };
                         let _gone = reply.send(r);
                     }

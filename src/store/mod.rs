@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cache::blobs::{BlobDir, Ingested};
 use crate::cache::policy::{self, Candidate, NoRoom};
@@ -175,11 +175,24 @@ impl LiveEntry {
 }
 
 /// The catalog as published by the store thread for lock-light reads.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct View {
     entries: RwLock<HashMap<String, Arc<LiveEntry>>>,
     used_bytes: AtomicU64,
     max_bytes: AtomicU64,
+    /// Ticked by the store thread after a command changed the view.
+    changes: watch::Sender<()>,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        Self {
+            entries: RwLock::default(),
+            used_bytes: AtomicU64::default(),
+            max_bytes: AtomicU64::default(),
+            changes: watch::Sender::new(()),
+        }
+    }
 }
 
 impl View {
@@ -375,6 +388,12 @@ impl StoreHandle {
         }
     }
 
+    /// Wakes whenever entries, their fields or the byte figures may have
+    /// changed (publish, remove, pin, quarantine, eviction, a new quota).
+    pub fn subscribe(&self) -> watch::Receiver<()> {
+        self.view.changes.subscribe()
+    }
+
     /// The blob folder (reads and ingest happen outside the store thread).
     pub fn blobs(&self) -> &BlobDir {
         &self.blobs
@@ -425,15 +444,36 @@ fn hash_from_sql(b: Vec<u8>) -> rusqlite::Result<ContentHash> {
 impl Actor {
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while let Some(cmd) = rx.blocking_recv() {
+            // tell watchers once the view has changed, before the requester
+            // hears back (so a watcher never misses what a caller saw)
+            let changed = |view: &View| view.changes.send_replace(());
             match cmd {
                 Command::Publish(b, reply) => {
                     let (blob, meta) = *b;
-                    send(reply, self.publish(blob, meta));
+                    let r = self.publish(blob, meta);
+                    changed(&self.view);
+                    send(reply, r);
                 }
-                Command::Remove(url, reply) => send(reply, self.remove(&url)),
-                Command::Pin(url, p, reply) => send(reply, self.pin(&url, p)),
-                Command::Quarantine(h, reply) => send(reply, self.quarantine(h)),
-                Command::SetMaxBytes(m, reply) => send(reply, self.set_max_bytes(m)),
+                Command::Remove(url, reply) => {
+                    let r = self.remove(&url);
+                    changed(&self.view);
+                    send(reply, r)
+                }
+                Command::Pin(url, p, reply) => {
+                    let r = self.pin(&url, p);
+                    changed(&self.view);
+                    send(reply, r)
+                }
+                Command::Quarantine(h, reply) => {
+                    let r = self.quarantine(h);
+                    changed(&self.view);
+                    send(reply, r)
+                }
+                Command::SetMaxBytes(m, reply) => {
+                    let r = self.set_max_bytes(m);
+                    changed(&self.view);
+                    send(reply, r)
+                }
                 Command::FlushHits(reply) => send(reply, self.flush_hits()),
                 Command::MeshLoad(reply) => send(reply, self.mesh_load()),
                 Command::MeshSave(save, reply) => send(reply, self.mesh_save(save)),

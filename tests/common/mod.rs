@@ -16,7 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A config for a test node in `dir`, listening on an ephemeral port. mDNS
 /// is off unless `extra` has its own `[discovery]` section: tests never
-/// multicast on the build machine's own interfaces.
+/// multicast on the build machine's own interfaces. Likewise uplink probes
+/// (`[connectivity]`) and D-Bus (`[dbus]`).
 pub fn test_config(dir: &Path, extra: &str) -> String {
     test_config_named(dir, "N0CALL", "test", extra)
 }
@@ -34,9 +35,15 @@ pub fn test_config_named(dir: &Path, callsign: &str, label: &str, extra: &str) -
     } else {
         "[connectivity]\nprobes = []\n"
     };
+    // nor offer themselves on the machine's own system bus
+    let dbus = if extra.contains("[dbus]") {
+        ""
+    } else {
+        "[dbus]\nenabled = false\n"
+    };
     format!(
         "[node]\ncallsign = \"{callsign}\"\nlabel = \"{label}\"\nstate_dir = \"{state}\"\n\
-         [http]\nlisten = [\"127.0.0.1:0\"]\ncontrol_socket = \"{sock}\"\n{discovery}{connectivity}{extra}",
+         [http]\nlisten = [\"127.0.0.1:0\"]\ncontrol_socket = \"{sock}\"\n{discovery}{connectivity}{dbus}{extra}",
         state = dir.join("state").display(),
         sock = dir.join("control.sock").display(),
     )

@@ -726,7 +726,7 @@ impl Host {
         let _ = write!(
             c,
             "[node]\ncallsign = {}\nlabel = {}\nstate_dir = {}\n\
-             [http]\nlisten = [{}]\ncontrol_socket = {}\n",
+             [http]\nlisten = [{}]\ncontrol_socket = {}\n[dbus]\nenabled = false\n",
             q(callsign),
             q(label),
             q(&dir.join("state").display().to_string()),
