@@ -25,6 +25,7 @@
 //! | [`connectivity`] | uplink probes, the online / mesh-only / rf-only mode | the probe task |
 //! | [`failover`] | the failover default route and policy rules over rtnetlink | the gateway task (in [`mesh`]) |
 //! | [`proxy`] | cooperative fetching: who fetches, what is cacheable and fresh: pure | — (the [`api`] facade does the I/O) |
+//! | [`rf`] | AX.25 frames and KISS framing for packet radio TNCs: pure codecs | — |
 //!
 //! Later subsystems (radio, shaping, analytics, dbus) slot in as siblings
 //! following shared/DESIGN.md.
@@ -43,6 +44,7 @@ pub mod mesh;
 pub mod netlink;
 pub mod node;
 pub mod proxy;
+pub mod rf;
 pub mod routing;
 pub mod shaping;
 pub mod store;
