@@ -27,9 +27,11 @@
 //! | [`proxy`] | cooperative fetching: who fetches, what is cacheable and fresh: pure | — (the [`api`] facade does the I/O) |
 //! | [`shaping`] | per-client HTB classes, usage, quotas | the shaping task |
 //! | [`dbus`] | `org.meshnode.Node` on the system bus: a facade over the same handles as [`api`] | the watcher task (signals); zbus's per-call tasks |
+//! | [`analytics`] | usage counted per hour and day in SQLite, the report | the analytics task |
+//! | [`rf`] | AX.25 frames and KISS framing for packet radio TNCs: pure codecs | — |
 //!
-//! Later subsystems (radio, analytics) slot in as siblings
-//! following shared/DESIGN.md.
+//! The radio drivers and the RF link layer (beyond the codecs) slot in
+//! beside [`rf`], following shared/DESIGN.md.
 
 pub mod analytics;
 pub mod api;
@@ -47,6 +49,7 @@ pub mod mesh;
 pub mod netlink;
 pub mod node;
 pub mod proxy;
+pub mod rf;
 pub mod routing;
 pub mod shaping;
 pub mod store;
