@@ -95,6 +95,50 @@ impl AnalyticsDb {
         tx.commit()
     }
 
+    /// The hour starting at `start` as written before (a restart within
+    /// the hour carries on counting it), or an empty one.
+    pub fn load_hour(&self, start: i64) -> rusqlite::Result<Hour> {
+        let mut h = Hour {
+            start,
+            ..Default::default()
+        };
+        let sql = format!(
+            "SELECT {} FROM hours WHERE start = ?1",
+            Counts::FIELDS.join(", ")
+        );
+        let mut st = self.conn.prepare(&sql)?;
+        let mut rows = st.query([start])?;
+        if let Some(r) = rows.next()? {
+            h.counts = counts_at(r, 0)?;
+        }
+        let tally = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, Tally)> {
+            Ok((
+                r.get(0)?,
+                Tally {
+                    requests: r.get::<_, i64>(1)?.max(0) as u64,
+                    bytes: r.get::<_, i64>(2)?.max(0) as u64,
+                },
+            ))
+        };
+        let mut st = self
+            .conn
+            .prepare("SELECT client, requests, bytes FROM hour_clients WHERE start = ?1")?;
+        for row in st.query_map([start], tally)? {
+            let (k, t) = row?;
+            if let Some(ip) = client_ip(&k) {
+                h.clients.insert(ip, t);
+            }
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT url, requests, bytes FROM hour_content WHERE start = ?1")?;
+        for row in st.query_map([start], tally)? {
+            let (k, t) = row?;
+            h.content.insert(k, t);
+        }
+        Ok(h)
+    }
+
     /// Deletes hours that started before `hours_from` and days before
     /// `days_from` (unix seconds).
     pub fn prune(&mut self, hours_from: i64, days_from: i64) -> rusqlite::Result<()> {
@@ -396,5 +440,12 @@ mod tests {
             .unwrap();
         assert_eq!(r.totals.internet_requests, 1);
         assert_eq!(r.top_clients.unwrap()[0].key, "10.0.0.1");
+        // the hour carries on after a restart
+        let db = AnalyticsDb::open(dir.path()).unwrap();
+        let mut again = db.load_hour(DAY).unwrap();
+        assert_eq!(again, h);
+        again.add(&ev(2, "http://a.radio/x", Source::Store, 5), false);
+        assert_eq!((again.counts.requests, again.clients.len()), (2, 2));
+        assert_eq!(db.load_hour(DAY + 3600).unwrap(), Hour::at(DAY + 3600));
     }
 }

@@ -119,8 +119,12 @@ pub fn spawn(
         tracing::info!("analytics are off ([analytics] enabled = false)");
         return (Analytics::disabled(), tokio::spawn(async {}));
     }
-    let db = match AnalyticsDb::open(state_dir) {
-        Ok(db) => db,
+    let opened = AnalyticsDb::open(state_dir).and_then(|db| {
+        let hour = db.load_hour(super::rollup::hour_of(now()))?;
+        Ok((db, hour))
+    });
+    let (db, hour) = match opened {
+        Ok(x) => x,
         Err(e) => {
             tracing::warn!(error = %e, "analytics are off: cannot open analytics.sqlite");
             return (Analytics::disabled(), tokio::spawn(async {}));
@@ -130,7 +134,7 @@ pub fn spawn(
     let task = Task {
         cfg: cfg.clone(),
         db: Arc::new(Mutex::new(db)),
-        hour: Hour::at(now()),
+        hour,
         view,
         peers: None,
         mode: None,
@@ -182,7 +186,7 @@ impl Task {
                 Some(m) = rx.recv() => match m {
                     Msg::Event(e) => {
                         self.roll().await;
-                        let offline = self.mode.is_some_and(|(m, _)| m != Mode::Online);
+                        let offline = self.view.mode.read().expect("lock").mode != Mode::Online;
                         self.hour.add(&e, offline);
                     }
                     Msg::Airtime(ms) => self.hour.counts.rf_airtime_ms += ms,

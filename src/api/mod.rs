@@ -304,6 +304,26 @@ impl App {
             "/api/v1/peers" => Ok(json(StatusCode::OK, &self.peers())),
             "/api/v1/topology" => Ok(self.topology(&req)),
             "/api/v1/catalog" => Ok(json(StatusCode::OK, &self.catalog(caller, &query(&req))?)),
+            "/api/v1/report" => {
+                let q = query(&req);
+                let format: analytics::Format = param(&q, "format")
+                    .unwrap_or("json")
+                    .parse()
+                    .map_err(ApiError::bad_request)?;
+                let r = self.report(caller, param(&q, "since")).await?;
+                Ok(match format {
+                    analytics::Format::Json => json(StatusCode::OK, &r),
+                    f => text(
+                        StatusCode::OK,
+                        match f {
+                            analytics::Format::Csv => "text/csv; charset=utf-8",
+                            analytics::Format::Markdown => "text/markdown; charset=utf-8",
+                            _ => "text/plain; charset=utf-8",
+                        },
+                        analytics::report::render(&r, f),
+                    ),
+                })
+            }
             "/metrics" => Ok(text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -949,9 +969,11 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
     respond(status, content_type, body)
 }
 
-/// Body bytes a response carries: its Content-Length (0 for HEAD; a
-/// response without one, such as a chunked origin answer, counts 0).
+/// Body bytes a response carries: its Content-Length, else the length of a
+/// body known in full (0 for HEAD; a streamed answer without a length,
+/// such as a chunked origin answer, counts 0).
 fn body_len(r: &Response<Body>, method: &Method) -> u64 {
+    use hyper::body::Body as _;
     if method == Method::HEAD {
         return 0;
     }
@@ -959,6 +981,7 @@ fn body_len(r: &Response<Body>, method: &Method) -> u64 {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
+        .or_else(|| r.body().size_hint().exact())
         .unwrap_or(0)
 }
 

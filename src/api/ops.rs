@@ -1,5 +1,5 @@
-//! The control operations, once: publish, remove, pin, verify, reload, fetch
-//! and quotas, as methods on [`App`]. The control socket's handlers
+//! The control operations, once: publish, remove, pin, verify, reload, fetch,
+//! quotas and the usage report, as methods on [`App`]. The control socket's handlers
 //! ([`super::control`], [`super::clients`]) and the D-Bus facade
 //! ([`crate::dbus`]) both parse their own wire format and call these; what
 //! an operation checks, changes and tells the mesh lives only here.
@@ -15,6 +15,7 @@ use hyper::header::{self, HeaderMap};
 use hyper::{Method, Response, StatusCode};
 
 use super::{ApiError, App, Body, Caller};
+use crate::analytics::Report;
 use crate::cache::ScrubReport;
 use crate::cache::blobs::Ingested;
 use crate::cache::sink::BlobSink;
@@ -201,6 +202,41 @@ impl App {
             .await
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))
     }
+}
+
+impl App {
+    /// The usage report of the last `since` (e.g. `"7d"`; default a day)
+    /// up to now. The public port's leaves out clients and the external
+    /// URLs people fetched (only the mesh's own content is listed).
+    pub async fn report(&self, caller: Caller, since: Option<&str>) -> Result<Report, ApiError> {
+        let span = match since {
+            None => std::time::Duration::from_secs(86_400),
+            Some(s) => {
+                crate::config::DurationStr::parse(s)
+                    .map_err(|e| ApiError::bad_request(format!("since: {e}")))?
+                    .0
+            }
+        };
+        let until = crate::store::now_ms() / 1000;
+        let since = until - span.as_secs().min(i64::MAX as u64 / 2) as i64;
+        let mut r = self
+            .analytics
+            .report(since, until + 1)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))?;
+        if caller != Caller::Control {
+            r.top_clients = None;
+            r.top_content
+                .retain(|i| crate::catalog::url::radio_host_callsign(host_of(&i.key)).is_some());
+        }
+        Ok(r)
+    }
+}
+
+/// The host of an absolute URL (`""` when there is none).
+fn host_of(url: &str) -> &str {
+    url.split_once("://")
+        .map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""))
 }
 
 /// A content URL in its canonical form, or 400.

@@ -72,6 +72,15 @@ enum Cmd {
         #[arg(long, conflicts_with_all = ["daily", "monthly"])]
         clear: bool,
     },
+    /// Usage report: utilisation, top content, access by hour, impact.
+    Report {
+        /// How far back, e.g. 24h, 7d, 30d.
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// table, json, csv or markdown.
+        #[arg(long, default_value = "table")]
+        format: meshnode::analytics::Format,
+    },
     Topology {
         /// Print GraphViz DOT (`meshctl topology --dot | dot -Tsvg > mesh.svg`).
         #[arg(long)]
@@ -211,6 +220,20 @@ async fn run(args: &Args) -> Result<(), ClientError> {
             out(&v, &|v| human_clients(std::slice::from_ref(v)));
         }
         Cmd::Topology { dot: false } => out(&c.get("/api/v1/topology").await?, &human_topology),
+        Cmd::Report { since, format } => {
+            let q: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("since", since)
+                .finish();
+            let v = c.get(&format!("/api/v1/report?{q}")).await?;
+            let r: meshnode::analytics::Report = serde_json::from_value(v)
+                .map_err(|e| std::io::Error::other(format!("the daemon's report: {e}")))?;
+            let f = if args.json {
+                meshnode::analytics::Format::Json
+            } else {
+                *format
+            };
+            print!("{}", meshnode::analytics::report::render(&r, f));
+        }
         Cmd::Reload => out(
             &c.call(Method::POST, "/api/v1/reload", meshnode::api::full(""))
                 .await?,

@@ -286,6 +286,23 @@ impl Node {
         Ok(json_text(&st))
     }
 
+    /// The usage report of the last `since` ("7d"; "" = a day) as `format`
+    /// ("json" (""), "table", "csv" or "markdown"): GET /api/v1/report
+    /// through the control socket, clients included.
+    async fn report(&self, since: &str, format: &str) -> fdo::Result<String> {
+        let f: crate::analytics::Format = if format.is_empty() {
+            crate::analytics::Format::Json
+        } else {
+            format.parse().map_err(fdo::Error::InvalidArgs)?
+        };
+        let r = self
+            .app
+            .report(Caller::Control, (!since.is_empty()).then_some(since))
+            .await
+            .map_err(fail)?;
+        Ok(crate::analytics::report::render(&r, f))
+    }
+
     /// The node's name, CALLSIGN-label.
     #[zbus(property(emits_changed_signal = "const"))]
     async fn node_name(&self) -> String {
