@@ -12,8 +12,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the tests use from Debian: systemd-analyze (unit check), and the tools
-# of the later subsystems' tests as they land.
-APT_PACKAGES=(systemd iproute2 curl ca-certificates tcpdump python3 util-linux iperf3)
+# of the later subsystems' tests as they land. Radio tests (tests/rf_*.rs,
+# tests/rf/README.md): direwolf, socat and python3 for the virtual channel;
+# qemu-system-x86, cpio and xz-utils for the kernel AX.25 VM, whose kernel,
+# busybox-static and ax25-tools debs are fetched with `apt-get download`
+# into target/tmp/rfvm-cache, not installed.
+APT_PACKAGES=(systemd iproute2 curl ca-certificates tcpdump python3 util-linux iperf3
+    direwolf socat qemu-system-x86 cpio xz-utils)
 
 step() { printf '\n==> %s\n' "$*"; }
 
