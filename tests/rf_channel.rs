@@ -200,10 +200,11 @@ fn airtime_log_accounts_for_a_transmission() {
         audio >= lo.mul_f64(0.9) && audio <= hi.mul_f64(1.3),
         "audio length {audio:?} not near the ideal {lo:?}..{hi:?}"
     );
-    // The mixer plays it in real time: its clock agrees within a few ticks.
-    let diff = wall.abs_diff(audio);
+    // The mixer plays it in real time, so its clock roughly agrees; loose,
+    // because a starved mixer catches up with back-to-back ticks. A mixer
+    // that did not pace the audio would show (almost) zero.
     assert!(
-        diff <= Duration::from_millis(60),
+        wall >= audio / 2 && wall <= audio + Duration::from_secs(1),
         "mixer clock {wall:?} vs audio {audio:?}"
     );
     // Causality: the burst started after the KISS write, and was decoded
