@@ -358,6 +358,12 @@ fn killed_test_process_leaves_no_process() {
         return;
     }
     let exe = std::env::current_exe().expect("test executable");
+    // The killed child cannot remove its channel's temp dir: give it one
+    // inside ours.
+    let tmp = tempfile::Builder::new()
+        .prefix("meshnode-rf-orphan-")
+        .tempdir()
+        .unwrap();
     let mut child = Command::new(exe)
         .args([
             "--exact",
@@ -366,6 +372,7 @@ fn killed_test_process_leaves_no_process() {
             "--test-threads=1",
         ])
         .env(ORPHAN_ENV, "1")
+        .env("TMPDIR", tmp.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
