@@ -15,8 +15,13 @@ cd "$(dirname "$0")/.."
 # of the later subsystems' tests as they land; chromium and its driver (and a
 # font: recommends are not installed) for the status page in a browser;
 # dbus-daemon and dbus-send (dbus-bin) for the private bus of tests/dbus.rs.
+# Radio tests (tests/rf_*.rs, tests/rf/README.md): direwolf, socat and
+# python3 for the virtual channel; qemu-system-x86, cpio and xz-utils for the
+# kernel AX.25 VM, whose kernel, busybox-static and ax25-tools debs are
+# fetched with `apt-get download` into target/tmp/rfvm-cache, not installed.
 APT_PACKAGES=(systemd iproute2 curl ca-certificates tcpdump python3 util-linux iperf3
-    chromium chromium-driver fonts-dejavu-core dbus-daemon dbus-bin)
+    chromium chromium-driver fonts-dejavu-core dbus-daemon dbus-bin
+    direwolf socat qemu-system-x86 cpio xz-utils)
 
 step() { printf '\n==> %s\n' "$*"; }
 
