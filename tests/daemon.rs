@@ -259,6 +259,7 @@ async fn status_catalog_and_metrics() {
     assert!(m.contains("meshnode_catalog_entries 2"), "{m}");
     assert!(m.contains("meshnode_content_hits_total 1"), "{m}");
     assert!(m.contains("# HELP meshnode_store_used_bytes"), "{m}");
+    check_exposition(&m);
     // the status page names the node, the .radio host serves content only
     assert!(
         n.get("127.0.0.1", "/", &[])
@@ -574,4 +575,73 @@ async fn shaping_that_cannot_start_says_why_and_the_node_runs() {
         v["reason"].as_str().unwrap().contains("enabled = false"),
         "{v}"
     );
+}
+
+/// The Prometheus text format (version 0.0.4), strictly: every family has
+/// one HELP and one TYPE before its samples, counters end in `_total`,
+/// names and label sets are well formed, values are numbers, no sample
+/// repeats; and every family is listed in docs/API.md (stable names).
+fn check_exposition(text: &str) {
+    use std::collections::{HashMap, HashSet};
+    let name_ok = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+    };
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/API.md")).unwrap();
+    let mut help: HashSet<String> = HashSet::new();
+    let mut kind: HashMap<String, String> = HashMap::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (n, h) = rest
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("HELP without text: {line}"));
+            assert!(name_ok(n) && !h.trim().is_empty(), "{line}");
+            assert!(help.insert(n.to_string()), "second HELP for {n}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (n, k) = rest.split_once(' ').unwrap();
+            assert!(help.contains(n), "TYPE before HELP: {line}");
+            assert!(["counter", "gauge"].contains(&k), "{line}");
+            if k == "counter" {
+                assert!(n.ends_with("_total"), "a counter not named *_total: {n}");
+            }
+            assert!(
+                kind.insert(n.to_string(), k.to_string()).is_none(),
+                "second TYPE for {n}"
+            );
+            assert!(
+                docs.contains(&format!("`{n}")),
+                "{n} is not listed in docs/API.md"
+            );
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.trim().is_empty(),
+            "stray line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+        let name = series.split('{').next().unwrap();
+        assert!(kind.contains_key(name), "sample before its TYPE: {line}");
+        if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+            let inner = labels
+                .strip_prefix('{')
+                .and_then(|l| l.strip_suffix('}'))
+                .unwrap();
+            for pair in inner.split(',') {
+                let (k, v) = pair.split_once('=').unwrap();
+                assert!(
+                    name_ok(k) && v.starts_with('"') && v.ends_with('"'),
+                    "{line}"
+                );
+            }
+        }
+        assert!(seen.insert(series.to_string()), "repeated sample {series}");
+    }
+    assert!(kind.len() > 20, "{} families", kind.len());
 }

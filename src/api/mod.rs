@@ -652,6 +652,12 @@ impl App {
                 sh.clients.iter().filter(|c| c.throttled).count() as u64,
             )],
         );
+        metric(
+            "meshnode_analytics_dropped_events_total",
+            "counter",
+            "Content responses analytics did not count because its queue was full.",
+            &[(String::new(), self.analytics.dropped())],
+        );
         let m = &self.mesh.view.counters;
         for (name, help, c) in [
             (

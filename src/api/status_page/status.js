@@ -11,7 +11,7 @@
   const HIDDEN_POLL_MS = 15000;   // a background tab costs the router little
   const CATALOG_EVERY = 30;       // ticks; sooner when the store changes
   const CATALOG_MIN = 5;
-  const REPORT_EVERY = 30;
+  const REPORT_EVERY = 5;         // the hour being counted moves
   const ME_EVERY = 5;
   const LIVE_SAMPLES = 60;        // 2 min of 2 s samples
   const MAX_ROWS = 500;
