@@ -59,6 +59,7 @@ trait Node1 {
     fn verify(&self) -> zbus::Result<String>;
     fn reload(&self) -> zbus::Result<String>;
     fn set_quota(&self, ip: &str, daily: u64, monthly: u64) -> zbus::Result<String>;
+    fn report(&self, since: &str, format: &str) -> zbus::Result<String>;
 
     #[zbus(property)]
     fn node_name(&self) -> zbus::Result<String>;
@@ -286,8 +287,12 @@ async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
 
 /// JSON text without the one line that differs between two reads a moment
 /// apart.
+/// The status text without what moves between two reads: the uptime and
+/// the request counters (the HTTP read is itself a request).
 fn without_uptime(s: &str) -> Vec<&str> {
-    s.lines().filter(|l| !l.contains("\"uptime_s\"")).collect()
+    s.lines()
+        .filter(|l| !l.contains("\"uptime_s\"") && !l.contains("\"responses\""))
+        .collect()
 }
 
 #[tokio::test]
@@ -327,6 +332,7 @@ async fn the_interface_is_a_facade_over_what_the_http_api_shows() {
         "Verify",
         "Reload",
         "SetQuota",
+        "Report",
     ] {
         assert!(
             xml.contains(&format!(r#"<method name="{m}">"#)),
@@ -404,7 +410,8 @@ async fn the_interface_is_a_facade_over_what_the_http_api_shows() {
     assert_eq!(p.shaping_clients().await.unwrap(), 0);
     assert_eq!(p.shaping_throttled().await.unwrap(), 0);
 
-    // Status is GET /api/v1/status's text (but for the seconds of uptime)
+    // Status is GET /api/v1/status's text (but for the seconds of uptime
+    // and the request counter)
     let http_text = node.get("127.0.0.1", "/api/v1/status", &[]).await.text();
     let dbus_text = p.status().await.unwrap();
     assert_eq!(without_uptime(&dbus_text), without_uptime(&http_text));
@@ -579,6 +586,18 @@ async fn the_interface_is_a_facade_over_what_the_http_api_shows() {
     let clients: serde_json::Value = serde_json::from_str(&p.clients().await.unwrap()).unwrap();
     assert_eq!(clients, node.ctl.get("/api/v1/clients").await.unwrap());
 
+    // Report: the control socket's report (clients included), in any format
+    let r: serde_json::Value = serde_json::from_str(&p.report("1h", "").await.unwrap()).unwrap();
+    let http = node.ctl.get("/api/v1/report?since=1h").await.unwrap();
+    assert_eq!(r["totals"]["requests"], http["totals"]["requests"]);
+    assert!(r["totals"]["requests"].as_u64() >= Some(1), "{r}");
+    assert!(r.get("top_clients").is_some(), "{r}");
+    let csv = p.report("1h", "csv").await.unwrap();
+    assert!(csv.starts_with("section,key,requests,bytes\n"), "{csv}");
+    let (name, msg) = dbus_error(p.report("1h", "xml").await.unwrap_err());
+    assert_eq!(name, "org.freedesktop.DBus.Error.InvalidArgs");
+    assert!(msg.contains("unknown format"), "{msg}");
+
     // Reload: applies, and refuses a broken file like the control socket
     let r: serde_json::Value = serde_json::from_str(&p.reload().await.unwrap()).unwrap();
     assert_eq!(r["applied"], serde_json::json!([]));
@@ -727,6 +746,7 @@ async fn an_unprivileged_caller_may_read_but_not_change() {
             "uint64:0",
         ],
         vec!["org.meshnode.Node1.Catalog", "string:"],
+        vec!["org.meshnode.Node1.Report", "string:1d", "string:json"],
     ] {
         let (ok, _, err) = bus.dbus_send(true, &call).await;
         assert!(!ok, "{call:?} was allowed");
