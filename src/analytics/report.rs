@@ -109,13 +109,14 @@ impl std::str::FromStr for Format {
     }
 }
 
-/// One labelled figure: `(key, requests or count, bytes)`.
-type Row = (String, u64, u64);
+/// One labelled figure: `(key, requests or count, bytes where they apply)`.
+type Row = (String, u64, Option<u64>);
 
 /// The figures of a report as sections of labelled rows.
 fn sections(r: &Report) -> Vec<(&'static str, Vec<Row>)> {
     let t = &r.totals;
-    let row = |k: &str, n: u64, b: u64| (k.to_string(), n, b);
+    let row = |k: &str, n: u64, b: u64| (k.to_string(), n, Some(b));
+    let count = |k: &str, n: u64| (k.to_string(), n, None);
     let mut out = vec![
         (
             "utilisation",
@@ -125,44 +126,43 @@ fn sections(r: &Report) -> Vec<(&'static str, Vec<Row>)> {
                 row("through the mesh", t.mesh_requests, t.mesh_bytes),
                 row("from the internet", t.internet_requests, t.internet_bytes),
                 row("over radio", t.rf_requests, t.rf_bytes),
-                row("not found", t.not_found, 0),
-                row("refused or failed", t.failed, 0),
+                count("not found", t.not_found),
+                count("refused or failed", t.failed),
                 row("served to other nodes", t.peer_requests, t.peer_bytes),
             ],
         ),
         (
             "impact",
             vec![
-                row("external requests", t.external_requests, 0),
+                count("external requests", t.external_requests),
                 row(
                     "external downloads avoided",
                     t.external_avoided,
                     t.external_bytes_saved,
                 ),
                 row("served while offline", t.offline_requests, t.offline_bytes),
-                row("distinct clients served", r.distinct_clients, 0),
-                row(
+                count("distinct clients served", r.distinct_clients),
+                count(
                     "cache hit ratio (per mille)",
                     r.cache_hit_ratio.map_or(0, |x| (x * 1000.0).round() as u64),
-                    0,
                 ),
             ],
         ),
         (
             "network",
             vec![
-                row("most peers at once", t.peers_max, 0),
-                row("peers joined", t.peer_joins, 0),
-                row("peers left", t.peer_leaves, 0),
-                row("mode changes", t.mode_changes, 0),
-                row("seconds offline", t.offline_secs, 0),
-                row("radio airtime (ms)", t.rf_airtime_ms, 0),
+                count("most peers at once", t.peers_max),
+                count("peers joined", t.peer_joins),
+                count("peers left", t.peer_leaves),
+                count("mode changes", t.mode_changes),
+                count("seconds offline", t.offline_secs),
+                count("radio airtime (ms)", t.rf_airtime_ms),
             ],
         ),
     ];
     let items = |v: &[Item]| -> Vec<Row> {
         v.iter()
-            .map(|i| (i.key.clone(), i.requests, i.bytes))
+            .map(|i| (i.key.clone(), i.requests, Some(i.bytes)))
             .collect()
     };
     out.push(("top content", items(&r.top_content)));
@@ -173,6 +173,15 @@ fn sections(r: &Report) -> Vec<(&'static str, Vec<Row>)> {
     out
 }
 
+/// For people: the hours of the day without requests are left out.
+fn busy(sec: &str, rows: Vec<Row>) -> Vec<Row> {
+    if sec.starts_with("by hour") {
+        rows.into_iter().filter(|r| r.1 > 0).collect()
+    } else {
+        rows
+    }
+}
+
 /// Renders `r`.
 pub fn render(r: &Report, f: Format) -> String {
     match f {
@@ -181,6 +190,7 @@ pub fn render(r: &Report, f: Format) -> String {
             let mut s = String::from("section,key,requests,bytes\n");
             for (sec, rows) in sections(r) {
                 for (k, n, b) in rows {
+                    let b = b.map(|b| b.to_string()).unwrap_or_default();
                     let _ = writeln!(s, "{},{},{n},{b}", csv(sec), csv(&k));
                 }
             }
@@ -193,9 +203,10 @@ pub fn render(r: &Report, f: Format) -> String {
                 rfc3339(r.until)
             );
             for (sec, rows) in sections(r) {
-                let _ = write!(s, "\n## {sec}\n\n| | requests | bytes |\n|---|---:|---:|\n");
-                for (k, n, b) in rows {
-                    let _ = writeln!(s, "| {} | {n} | {} |", k.replace('|', "\\|"), human(b));
+                let _ = write!(s, "\n## {sec}\n\n| | count | bytes |\n|---|---:|---:|\n");
+                for (k, n, b) in busy(sec, rows) {
+                    let b = b.map(human).unwrap_or_default();
+                    let _ = writeln!(s, "| {} | {n} | {b} |", k.replace('|', "\\|"));
                 }
             }
             s
@@ -203,14 +214,19 @@ pub fn render(r: &Report, f: Format) -> String {
         Format::Table => {
             let mut s = format!("{} to {} (UTC)\n", rfc3339(r.since), rfc3339(r.until));
             for (sec, rows) in sections(r) {
+                let rows = busy(sec, rows);
                 let w = rows
                     .iter()
                     .map(|(k, ..)| k.chars().count())
                     .max()
                     .unwrap_or(0);
                 let _ = writeln!(s, "\n{sec}");
+                if rows.is_empty() {
+                    let _ = writeln!(s, "  (none)");
+                }
                 for (k, n, b) in rows {
-                    let _ = writeln!(s, "  {k:<w$}  {n:>10}  {:>10}", human(b));
+                    let b = b.map(human).unwrap_or_default();
+                    let _ = writeln!(s, "  {k:<w$}  {n:>10}  {b:>10}");
                 }
             }
             s
@@ -317,7 +333,10 @@ mod tests {
         assert!(!csv.contains("top clients"));
         let md = render(&r, Format::Markdown);
         assert!(md.contains("| from this node's store | 7 | 0 B |"), "{md}");
-        assert!(md.contains("| cache hit ratio (per mille) | 700 |"), "{md}");
+        assert!(
+            md.contains("| cache hit ratio (per mille) | 700 |  |"),
+            "{md}"
+        );
         let t = render(&r, Format::Table);
         assert!(
             t.contains("2025-11-21T00:00:00Z to 2025-11-22T00:00:00Z"),
