@@ -8,8 +8,8 @@
 //! return the same JSON text the control socket answers. Who may call what
 //! is the bus's business: the policy file
 //! `etc/dbus-1/system.d/org.meshnode.Node.conf` lets anyone read status and
-//! properties, root and group `meshadmin` call the rest, and only root own
-//! the name.
+//! properties, root and group `meshadmin` call the rest, and only root and
+//! user `meshnode` (the systemd unit's) own the name.
 //!
 //! Signals and `PropertiesChanged` come from change events, not polling:
 //! the store, the mesh task and the shaping task each tick a watch channel
