@@ -47,3 +47,4 @@
 
 pub mod ax25;
 pub mod kiss;
+pub mod tnc;
