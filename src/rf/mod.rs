@@ -45,6 +45,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod airtime;
 pub mod ax25;
+pub mod ident;
 pub mod kiss;
 pub mod tnc;
