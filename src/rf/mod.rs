@@ -47,6 +47,7 @@
 
 pub mod airtime;
 pub mod ax25;
+pub mod beacon;
 pub mod ident;
 pub mod kiss;
 pub mod tnc;
