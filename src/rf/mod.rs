@@ -48,6 +48,7 @@
 pub mod airtime;
 pub mod ax25;
 pub mod beacon;
+pub mod driver;
 pub mod ident;
 pub mod kiss;
 pub mod tnc;
