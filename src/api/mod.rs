@@ -123,6 +123,8 @@ pub struct App {
     pub proxy: crate::config::ProxyConfig,
     /// Per-client shaping, usage and quotas.
     pub shaping: crate::shaping::Shaping,
+    /// The radio link.
+    pub rf: crate::rf::Rf,
 }
 
 /// An error as the API reports it: a status and a message that is safe to show.
@@ -370,6 +372,7 @@ impl App {
             },
             http: self.http_status(),
             shaping: ShapingSummary::from(&self.shaping.status()),
+            rf: self.rf.status(),
         }
     }
 
@@ -793,6 +796,8 @@ pub struct StatusBody {
     pub http: HttpStatus,
     /// Per-client shaping in brief (`GET /api/v1/clients` has the detail).
     pub shaping: ShapingSummary,
+    /// The radio link: TNC, airtime against the budgets, stations heard.
+    pub rf: crate::rf::Status,
 }
 
 /// The licence part of `GET /api/v1/status`.
