@@ -184,6 +184,27 @@ async fn two_daemons_hear_each_other_within_the_airtime_budget() {
     let id_frame = meshnode::rf::ident::id_frame(Address::parse(&call_a).unwrap());
     let id_alone_ms = model.burst_us([&id_frame[..]]) as f64 / 1000.0;
     let tx = ch.airtime();
+    // RF_LINK_DUMP=1: every transmission (station, start, audio length) and
+    // every frame the monitor heard, in channel time
+    if std::env::var_os("RF_LINK_DUMP").is_some() {
+        let t0 = tx.first().map(|t| t.start).unwrap();
+        for t in &tx {
+            eprintln!(
+                "{} {:.3} {:?}",
+                t.station,
+                t.start.duration_since(t0).unwrap().as_secs_f64(),
+                t.audio()
+            );
+        }
+        for h in &heard {
+            eprintln!(
+                "heard {} {} {:.3}",
+                h.src,
+                h.dest,
+                h.at.duration_since(t0).unwrap_or_default().as_secs_f64()
+            );
+        }
+    }
     for (i, (me, st)) in [(&call_a, &fa), (&call_b, &fb)].into_iter().enumerate() {
         let bursts: Vec<&rf::TxInterval> = tx
             .iter()

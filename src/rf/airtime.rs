@@ -174,6 +174,12 @@ impl Bucket {
         true
     }
 
+    /// Refills up to `from`, then accrues nothing until `to`.
+    pub fn forgo(&mut self, from: Micros, to: Micros) {
+        self.refill(from);
+        self.at = self.at.max(to);
+    }
+
     /// When `cost_us` can be paid (the time of the last refill or later);
     /// `None` when never: above the depth, or a zero budget.
     pub fn ready_at(&self, cost_us: Micros) -> Option<Micros> {
@@ -443,6 +449,18 @@ impl Scheduler {
         let before = self.req.len();
         self.req.retain(|(t, _)| *t != ticket);
         self.req.len() != before
+    }
+
+    /// Forgoes the airtime both buckets would accrue from `from` to `to`:
+    /// the caller waited on purpose beyond the time a frame could go (a
+    /// random extra wait). Without this the extra wait would be made up at
+    /// the next turn, every station would stay on its fixed grid of send
+    /// times, and two stations whose grids coincide would collide again
+    /// and again; with it, each extra wait moves the grid. Never raises
+    /// what a lane may send.
+    pub fn forgo(&mut self, from: Micros, to: Micros) {
+        self.background.forgo(from, to);
+        self.requests.forgo(from, to);
     }
 
     /// The next transmission at `now`, or when to ask again.
@@ -837,6 +855,29 @@ mod tests {
     }
 
     #[test]
+    fn a_forgone_wait_moves_the_grid() {
+        let m = model(1200, 300, 100);
+        let frame = vec![0x41; 272];
+        let mut s = Scheduler::new(params(m, 0.05, 0.5), id(), 0);
+        for _ in 0..3 {
+            s.push_background(frame.clone(), BgKey::STATION).unwrap();
+        }
+        assert!(matches!(s.next_send(0), Next::Send(_)));
+        let Next::Wait(t1) = s.next_send(0) else {
+            panic!()
+        };
+        // sent 1 s late, having forgone that second: the next turn is a
+        // whole period after the late send, not after t1
+        s.forgo(t1, t1 + S);
+        assert!(matches!(s.next_send(t1 + S), Next::Send(_)));
+        let Next::Wait(t2) = s.next_send(t1 + S) else {
+            panic!()
+        };
+        let period = m.burst_us([&frame[..]]) * 20;
+        assert_eq!(t2, t1 + S + period);
+    }
+
+    #[test]
     fn nothing_offered_nothing_sent() {
         let mut s = Scheduler::new(params(model(1200, 300, 100), 0.05, 0.5), id(), 0);
         for t in [0, S, 3_600 * S] {
@@ -929,8 +970,10 @@ mod tests {
 
     /// Runs the scheduler over `offers` on virtual time, as the RF task
     /// does: queue what arrived, send while it says send, sleep until it
-    /// says or the next arrival. Returns the transmissions with their time.
-    fn simulate(s: &mut Scheduler, mut offers: Vec<Offer>) -> Vec<(Micros, Burst)> {
+    /// says (with `dither`, up to 0.2 s more, forgone, unless the wait is
+    /// for an owed ID) or the next arrival. Returns the transmissions with
+    /// their time.
+    fn simulate(s: &mut Scheduler, mut offers: Vec<Offer>, dither: bool) -> Vec<(Micros, Burst)> {
         offers.sort_by_key(|o| o.at);
         let mut offers: VecDeque<Offer> = offers.into();
         let mut out = Vec::new();
@@ -961,6 +1004,14 @@ mod tests {
             let arrival = offers.front().map(|o| o.at);
             match s.next_send(now) {
                 Next::Send(b) => out.push((now, b)),
+                Next::Wait(t)
+                    if dither && s.ident().due_at() != Some(t) && arrival.is_none_or(|a| a > t) =>
+                {
+                    // an arbitrary but repeatable extra wait
+                    let d = t * 7919 % 200_000;
+                    s.forgo(t, t + d);
+                    now = t + d;
+                }
                 Next::Wait(t) => {
                     assert!(t > now);
                     now = arrival.map_or(t, |a| a.min(t));
@@ -987,13 +1038,14 @@ mod tests {
             bg in 0.01f64..=0.10,
             req in 0.05f64..=1.0,
             id_min in 1u64..=10,
+            dither in any::<bool>(),
         ) {
             let m = model(bitrate, txdelay, txdelay / 3);
             let mut p = params(m, bg, req);
             p.id_interval = id_min * 60 * S;
             let mut s = Scheduler::new(p, id(), 0);
             let depth = s.depth_us();
-            let sent = simulate(&mut s, offers.clone());
+            let sent = simulate(&mut s, offers.clone(), dither);
             let accepted = offers.len();
             let frames: usize = sent.iter().map(|(_, b)| b.tickets.len()).sum();
             prop_assert_eq!(frames, accepted, "every frame went out in the end");
@@ -1027,13 +1079,13 @@ mod tests {
         /// (or in it), and another no more than the interval after it; with
         /// nothing offered, nothing at all goes out.
         #[test]
-        fn ids_cover_every_transmission(offers in offers(), id_s in 5u64..=600) {
+        fn ids_cover_every_transmission(offers in offers(), id_s in 5u64..=600, dither in any::<bool>()) {
             let m = model(1200, 300, 100);
             let mut p = params(m, 0.1, 0.5);
             p.id_interval = id_s * S;
             let mut s = Scheduler::new(p, id(), 0);
             let empty = offers.is_empty();
-            let sent = simulate(&mut s, offers);
+            let sent = simulate(&mut s, offers, dither);
             prop_assert_eq!(sent.is_empty(), empty);
             let ids: Vec<Micros> = sent.iter().filter(|(_, b)| b.id).map(|(t, _)| *t).collect();
             for (t, b) in &sent {

@@ -47,6 +47,8 @@ pub const STATION_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 const CMD_CAP: usize = 32;
 /// How often the status view and the count of recent stations refresh.
 const REFRESH: Duration = Duration::from_secs(1);
+/// The first beacon goes within this (or the interval, if shorter).
+const FIRST_BEACON_MAX: Duration = Duration::from_secs(10);
 /// A sequence number further ahead than this is a restarted station, not
 /// lost beacons.
 const MAX_SEQ_GAP: u16 = 100;
@@ -313,8 +315,8 @@ struct Task {
     counters: Counters,
     last_id_unix: Option<i64>,
     rng: SmallRng,
-    /// The random extra wait drawn for the scheduler's current wait (its
-    /// target time, the extra µs).
+    /// The random extra wait under way: the time the scheduler said, and
+    /// the extra µs.
     dither: Option<(Micros, Micros)>,
 }
 
@@ -391,8 +393,18 @@ impl Task {
 
     async fn run(mut self, mut link: Link, mut cmds: mpsc::Receiver<Cmd>, stop: CancellationToken) {
         tracing::info!(station = %self.station, tnc = %self.p.cfg.tnc.0, "RF on");
-        // the first beacon goes as soon as the TNC is there
-        let mut beacon_at = (!self.p.cfg.beacon_interval.0.is_zero()).then(Instant::now);
+        // the first beacon soon, at a random moment within the interval (10
+        // s at most): nodes that boot together (a power cut) do not all
+        // beacon at once
+        let mut beacon_at = match self.p.cfg.beacon_interval.0 {
+            d if d.is_zero() => None,
+            d => {
+                let first = d
+                    .min(FIRST_BEACON_MAX)
+                    .mul_f64(self.rng.random_range(0.0..1.0));
+                Some(Instant::now() + first)
+            }
+        };
         let mut refresh = tokio::time::interval(REFRESH);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -428,29 +440,36 @@ impl Task {
 
     /// Sends what the scheduler lets go now; returns when to look again.
     ///
-    /// A wait for airtime ends a random moment later, up to one preamble
-    /// and tail ([`Task::dither_max`]): stations whose buckets refill at the
+    /// A wait for airtime ends a random moment later ([`Task::dither_max`]),
+    /// and the airtime the buckets would
+    /// accrue meanwhile is forgone ([`Scheduler::forgo`]), so each station's
+    /// send times drift on their own: stations whose buckets refill at the
     /// same rate would otherwise key up in lockstep and collide every time
     /// (measured on the test channel: two stations with beacons always
     /// pending started within 10 ms of each other every 1.9 s, and neither
-    /// was heard). A wait for an owed ID is never stretched.
+    /// was heard). An owed ID never waits for that.
     fn transmit(&mut self, link: &Link) -> Option<Instant> {
         loop {
             let now = self.now();
+            if let Some((t, d)) = self.dither {
+                let due = self.sched.ident().due_at();
+                if now < t + d && due.is_none_or(|due| due > now) {
+                    let wake = due.map_or(t + d, |due| due.min(t + d));
+                    return Some(self.at(wake));
+                }
+                if now >= t + d {
+                    self.sched.forgo(t, t + d);
+                }
+                self.dither = None;
+            }
             match self.sched.next_send(now) {
                 Next::Send(b) => self.hand_over(link, now, b),
                 Next::Wait(t) if self.sched.ident().due_at() == Some(t) => {
                     return Some(self.at(t));
                 }
                 Next::Wait(t) => {
-                    let d = match self.dither {
-                        Some((until, d)) if until == t => d,
-                        _ => {
-                            let d = self.rng.random_range(0..=self.dither_max());
-                            self.dither = Some((t, d));
-                            d
-                        }
-                    };
+                    let d = self.rng.random_range(0..=self.dither_max());
+                    self.dither = Some((t, d));
                     return Some(self.at(t + d));
                 }
                 Next::Idle => return None,
@@ -458,10 +477,15 @@ impl Task {
         }
     }
 
-    /// The longest random extra wait: the TNC's preamble and tail, at
-    /// least 50 ms.
+    /// The longest random extra wait: three times the TNC's preamble and
+    /// tail, at least 150 ms. Measured on the test channel (9600 bd, 120
+    /// ms of preamble and tail, carrier sense needing some 50 ms to notice
+    /// another station): with up to one preamble and tail, two saturated
+    /// stations' send times wandered apart too slowly and about half their
+    /// beacons collided. Costs a saturated lane about 1.5 preambles per
+    /// transmission; the budget is a ceiling, not a target.
     fn dither_max(&self) -> Micros {
-        self.sched.model().overhead_us().max(50_000)
+        (3 * self.sched.model().overhead_us()).max(150_000)
     }
 
     fn hand_over(&mut self, link: &Link, now: Micros, b: Burst) {
