@@ -318,6 +318,31 @@ struct Task {
     /// The random extra wait under way: the time the scheduler said, and
     /// the extra µs.
     dither: Option<(Micros, Micros)>,
+    /// Info lines about stations heard: what anyone on the air can trigger.
+    log_gate: LogGate,
+}
+
+/// At most [`LogGate::PER_MINUTE`] lines a minute; the rest go to debug.
+#[derive(Debug, Default)]
+struct LogGate {
+    window: Option<Instant>,
+    said: u32,
+}
+
+impl LogGate {
+    const PER_MINUTE: u32 = 10;
+
+    fn allow(&mut self, now: Instant) -> bool {
+        if self
+            .window
+            .is_none_or(|w| now.duration_since(w) >= Duration::from_secs(60))
+        {
+            self.window = Some(now);
+            self.said = 0;
+        }
+        self.said += 1;
+        self.said <= Self::PER_MINUTE
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -370,6 +395,7 @@ impl Task {
             last_id_unix: None,
             rng: SmallRng::seed_from_u64(getrandom::u64().unwrap_or(0x5eed)),
             dither: None,
+            log_gate: LogGate::default(),
         }
     }
 
@@ -598,8 +624,13 @@ impl Task {
         {
             self.heard.remove(&oldest);
         }
+        let loud = !self.heard.contains_key(&src) && self.log_gate.allow(now);
         let h = self.heard.entry(src).or_insert_with(|| {
-            tracing::info!(station = %src, "station heard on RF");
+            if loud {
+                tracing::info!(station = %src, "station heard on RF");
+            } else {
+                tracing::debug!(station = %src, "station heard on RF");
+            }
             Heard {
                 station: Station {
                     callsign: src.to_string(),
@@ -623,12 +654,9 @@ impl Task {
         h.station.last_heard = unix;
         if let Some(b) = beacon {
             if let Some(last) = h.last_seq {
-                let gap = b.seq.wrapping_sub(last);
-                if gap == 0 {
-                    return; // the same beacon again (a digipeated copy)
-                }
-                if gap <= MAX_SEQ_GAP {
-                    h.station.beacons_lost += u64::from(gap - 1);
+                match missed(last, b.seq) {
+                    None => return, // the same beacon again (a digipeated copy)
+                    Some(n) => h.station.beacons_lost += n,
                 }
             }
             h.last_seq = Some(b.seq);
@@ -636,7 +664,11 @@ impl Task {
             let s = &mut h.station;
             s.loss = s.beacons_lost as f64 / (s.beacons_heard + s.beacons_lost) as f64;
             if s.node.as_deref() != Some(&b.name) {
-                tracing::info!(station = %src, node = %b.name, digest = %b.catalog_digest(), "meshnode beacon heard");
+                if self.log_gate.allow(now) {
+                    tracing::info!(station = %src, node = %b.name, digest = %b.catalog_digest(), "meshnode beacon heard");
+                } else {
+                    tracing::debug!(station = %src, node = %b.name, "meshnode beacon heard");
+                }
             }
             s.node = Some(b.name.clone());
             s.catalog_digest = Some(b.catalog_digest());
@@ -706,6 +738,17 @@ impl Task {
     }
 }
 
+/// Beacons missed between sequence numbers `last` and `seq`: `None` for
+/// the same beacon again; 0 after a jump of more than [`MAX_SEQ_GAP`]
+/// (the station restarted its count, or it was out of range for long).
+pub fn missed(last: u16, seq: u16) -> Option<u64> {
+    match seq.wrapping_sub(last) {
+        0 => None,
+        gap if gap <= MAX_SEQ_GAP => Some(u64::from(gap - 1)),
+        _ => Some(0),
+    }
+}
+
 /// Sleeps until `t`, or forever without one.
 async fn sleep_until_opt(t: Option<Instant>) {
     match t {
@@ -718,4 +761,32 @@ async fn sleep_until_opt(t: Option<Instant>) {
 /// `paclen` info bytes, or a beacon if that is longer.
 pub fn max_frame(paclen: usize) -> usize {
     2 * ax25::ADDR_LEN + 2 + paclen.max(beacon::MAX_LEN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beacons_missed_from_sequence_numbers() {
+        assert_eq!(missed(5, 6), Some(0));
+        assert_eq!(missed(5, 9), Some(3));
+        assert_eq!(missed(65535, 1), Some(1), "wraps");
+        assert_eq!(missed(5, 5), None, "a digipeated copy");
+        assert_eq!(missed(500, 3), Some(0), "a restart is not a loss");
+    }
+
+    #[test]
+    fn the_largest_frame_holds_a_beacon() {
+        assert_eq!(max_frame(128), 16 + 128);
+        assert_eq!(max_frame(32), 16 + beacon::MAX_LEN);
+    }
+
+    #[test]
+    fn the_log_gate_lets_ten_a_minute_through() {
+        let mut g = LogGate::default();
+        let t = Instant::now();
+        assert_eq!((0..15).filter(|_| g.allow(t)).count(), 10);
+        assert!(g.allow(t + Duration::from_secs(61)));
+    }
 }
