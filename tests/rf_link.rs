@@ -303,6 +303,12 @@ async fn the_kiss_tcp_driver_reconnects_by_itself() {
     assert_eq!(parsed[1].src().to_string(), call(A));
     let b = Beacon::from_frame(&parsed[1]).unwrap().unwrap();
     assert_eq!(b.name, node_name(A));
+    let m = n.get("127.0.0.1", "/metrics", &[]).await.text();
+    assert!(m.contains("\nmeshnode_rf_connected 1\n"), "{m}");
+    assert!(
+        m.contains("meshnode_rf_airtime_ms_total{lane=\"background\"}"),
+        "{m}"
+    );
 
     // the TNC goes away: noticed at once, back by itself after 1 s
     drop(tnc);

@@ -655,6 +655,46 @@ impl App {
                 sh.clients.iter().filter(|c| c.throttled).count() as u64,
             )],
         );
+        let rf = self.rf.status();
+        if rf.enabled {
+            metric(
+                "meshnode_rf_connected",
+                "gauge",
+                "1 while the TNC is connected.",
+                &[(String::new(), u64::from(rf.connected))],
+            );
+            metric(
+                "meshnode_rf_airtime_ms_total",
+                "counter",
+                "Airtime handed to the TNC, ms, by what paid for it.",
+                &[
+                    (
+                        "{lane=\"background\"}".into(),
+                        rf.airtime.total_background_ms,
+                    ),
+                    ("{lane=\"requests\"}".into(), rf.airtime.total_requests_ms),
+                    ("{lane=\"id\"}".into(), rf.airtime.total_id_ms),
+                ],
+            );
+            metric(
+                "meshnode_rf_frames_sent_total",
+                "counter",
+                "Frames handed to the TNC.",
+                &[(String::new(), rf.frames_sent)],
+            );
+            metric(
+                "meshnode_rf_frames_heard_total",
+                "counter",
+                "Frames heard.",
+                &[(String::new(), rf.frames_heard)],
+            );
+            metric(
+                "meshnode_rf_stations",
+                "gauge",
+                "Stations in the table of stations heard.",
+                &[(String::new(), rf.stations.len() as u64)],
+            );
+        }
         let m = &self.mesh.view.counters;
         for (name, help, c) in [
             (
