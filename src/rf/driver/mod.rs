@@ -352,6 +352,60 @@ mod tests {
         assert_eq!(kiss_data(ev, &mut notes), None);
     }
 
+    /// The tty a path names, from both ends: (master as a file, tty path).
+    fn pty() -> (std::fs::File, std::path::PathBuf, std::os::fd::OwnedFd) {
+        let p = nix::pty::openpty(None, None).expect("openpty");
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&p.slave);
+        let name = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        (std::fs::File::from(p.master), name, p.slave)
+    }
+
+    /// A serial TNC whose device goes away (the far end of its pty closes,
+    /// as when a USB TNC is unplugged) and comes back under the same path:
+    /// the driver notices, and reopens it by itself.
+    #[tokio::test]
+    async fn kiss_serial_reopens_a_device_that_came_back() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ttyTNC");
+        let (mut master, tty, slave) = pty();
+        std::os::unix::fs::symlink(&tty, &path).unwrap();
+        drop(slave);
+        let cancel = CancellationToken::new();
+        let (mut link, join) = spawn(
+            TncAddr::KissSerial {
+                path: path.clone(),
+                baud: 9600,
+            },
+            cancel.clone(),
+        );
+        link.state.wait_for(LinkState::is_up).await.unwrap();
+        let frame = vec![0x82, 0xa0, 0xb4, 0xc0, 1, 2];
+        let wire = kiss::Frame::data(0, frame.clone()).unwrap().encode();
+        master.write_all(&wire).unwrap();
+        assert_eq!(link.rx.recv().await, Some(frame.clone()));
+        drop(master);
+        let down = link.state.wait_for(|s| !s.is_up()).await.unwrap().clone();
+        assert!(matches!(down, LinkState::Down { .. }), "{down:?}");
+        // the device is back (a new pty under the same name)
+        let (mut master, tty, _slave) = pty();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink(&tty, &path).unwrap();
+        let t = std::time::Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            link.state.wait_for(LinkState::is_up),
+        )
+        .await
+        .expect("reopened within the backoff")
+        .unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        master.write_all(&wire).unwrap();
+        assert_eq!(link.rx.recv().await, Some(frame));
+        cancel.cancel();
+        join.await.unwrap();
+    }
+
     /// A fake KISS TNC on TCP: the driver connects, sends KISS, delivers
     /// what the TNC sends, notices it going away and comes back by itself.
     #[tokio::test]
