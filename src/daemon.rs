@@ -150,9 +150,13 @@ impl Daemon {
         tasks.spawn(async move {
             let _finished_or_panicked = shaping_task.await;
         });
+        // stations heard on RF: the RF task counts them, the mesh task's
+        // network mode reads them (rf-only)
+        let (rf_stations_tx, rf_stations) = watch::channel(0usize);
         let mesh = crate::mesh::spawn(
             crate::mesh::MeshParams {
                 uplink,
+                rf_stations,
                 cfg: cfg.clone(),
                 identity: identity.clone(),
                 store: store.clone(),
@@ -171,8 +175,25 @@ impl Daemon {
         tasks.spawn(async move {
             let _finished_or_panicked = analytics_task.await;
         });
+        let (rf, rf_task) = crate::rf::spawn(
+            crate::rf::RfParams {
+                cfg: cfg.rf.clone(),
+                callsign: cfg.node.callsign.clone(),
+                node_name: cfg.node_name(),
+                node_id: identity.node_id(),
+                http_port: routable_port(&listen),
+                mesh: mesh.view.clone(),
+                analytics: analytics.clone(),
+                stations: rf_stations_tx,
+            },
+            background.child_token(),
+        );
+        tasks.spawn(async move {
+            let _finished_or_panicked = rf_task.await;
+        });
         let app = Arc::new(App {
             analytics,
+            rf,
             shaping,
             proxy: cfg.proxy.clone(),
             node: NodeInfo {
@@ -307,6 +328,15 @@ pub async fn run(
     }
     telemetry::notify(&[NotifyState::Stopping]);
     daemon.shutdown().await
+}
+
+/// The HTTP port other stations could reach this node on: that of the
+/// first listener on a non-loopback address (beacons announce it).
+fn routable_port(listen: &[SocketAddr]) -> Option<u16> {
+    listen
+        .iter()
+        .find(|a| !a.ip().is_loopback())
+        .map(SocketAddr::port)
 }
 
 /// The state dir holds the node's secret key: owner and group only.

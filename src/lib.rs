@@ -28,10 +28,7 @@
 //! | [`shaping`] | per-client HTB classes, usage, quotas | the shaping task |
 //! | [`dbus`] | `org.meshnode.Node` on the system bus: a facade over the same handles as [`api`] | the watcher task (signals); zbus's per-call tasks |
 //! | [`analytics`] | usage counted per hour and day in SQLite, the report | the analytics task |
-//! | [`rf`] | AX.25 frames and KISS framing for packet radio TNCs: pure codecs | — |
-//!
-//! The radio drivers and the RF link layer (beyond the codecs) slot in
-//! beside [`rf`], following shared/DESIGN.md.
+//! | [`rf`] | packet radio: AX.25/KISS codecs, airtime caps, ID timer, beacons (pure); TNC drivers; the stations heard | the RF task and its driver task |
 
 pub mod analytics;
 pub mod api;

@@ -123,6 +123,8 @@ pub struct App {
     pub proxy: crate::config::ProxyConfig,
     /// Per-client shaping, usage and quotas.
     pub shaping: crate::shaping::Shaping,
+    /// The radio link.
+    pub rf: crate::rf::Rf,
 }
 
 /// An error as the API reports it: a status and a message that is safe to show.
@@ -370,6 +372,7 @@ impl App {
             },
             http: self.http_status(),
             shaping: ShapingSummary::from(&self.shaping.status()),
+            rf: self.rf.status(),
         }
     }
 
@@ -658,6 +661,46 @@ impl App {
             "Content responses analytics did not count because its queue was full.",
             &[(String::new(), self.analytics.dropped())],
         );
+        let rf = self.rf.status();
+        if rf.enabled {
+            metric(
+                "meshnode_rf_connected",
+                "gauge",
+                "1 while the TNC is connected.",
+                &[(String::new(), u64::from(rf.connected))],
+            );
+            metric(
+                "meshnode_rf_airtime_ms_total",
+                "counter",
+                "Airtime handed to the TNC, ms, by what paid for it.",
+                &[
+                    (
+                        "{lane=\"background\"}".into(),
+                        rf.airtime.total_background_ms,
+                    ),
+                    ("{lane=\"requests\"}".into(), rf.airtime.total_requests_ms),
+                    ("{lane=\"id\"}".into(), rf.airtime.total_id_ms),
+                ],
+            );
+            metric(
+                "meshnode_rf_frames_sent_total",
+                "counter",
+                "Frames handed to the TNC.",
+                &[(String::new(), rf.frames_sent)],
+            );
+            metric(
+                "meshnode_rf_frames_heard_total",
+                "counter",
+                "Frames heard.",
+                &[(String::new(), rf.frames_heard)],
+            );
+            metric(
+                "meshnode_rf_stations",
+                "gauge",
+                "Stations in the table of stations heard.",
+                &[(String::new(), rf.stations.len() as u64)],
+            );
+        }
         let m = &self.mesh.view.counters;
         for (name, help, c) in [
             (
@@ -799,6 +842,8 @@ pub struct StatusBody {
     pub http: HttpStatus,
     /// Per-client shaping in brief (`GET /api/v1/clients` has the detail).
     pub shaping: ShapingSummary,
+    /// The radio link: TNC, airtime against the budgets, stations heard.
+    pub rf: crate::rf::Status,
 }
 
 /// The licence part of `GET /api/v1/status`.

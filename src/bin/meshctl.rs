@@ -435,6 +435,58 @@ fn human_status(v: &Value) -> String {
         s["quarantined"],
     ) + &human_mode(v)
         + &human_mesh(&v["mesh"])
+        + &human_rf(&v["rf"])
+}
+
+/// The radio part of `meshctl status`.
+fn human_rf(r: &Value) -> String {
+    if r["enabled"] != true {
+        return format!(
+            "rf:        off ({})\n",
+            r["reason"].as_str().unwrap_or("not configured")
+        );
+    }
+    let a = &r["airtime"];
+    let link = if r["connected"] == true {
+        format!("connected via {}", str_of(&r["via"]))
+    } else {
+        format!("NOT CONNECTED: {}", r["reason"].as_str().unwrap_or("?"))
+    };
+    let pct = |v: &Value| v.as_f64().unwrap_or(0.0) * 100.0;
+    let mut s = format!(
+        "rf:        {} on {} ({} bit/s), {link}\n\
+         airtime:   background {} ms in {} s ({:.2} % of {:.0} % allowed), requests {} ms, ID {} ms; \
+         queued {} + {}\n\
+         frames:    {} sent ({} beacons, {} IDs), {} heard; {} stations\n",
+        str_of(&r["callsign"]),
+        str_of(&r["tnc"]),
+        r["bitrate"],
+        a["background_ms"],
+        a["window_s"],
+        pct(&a["background_share"]),
+        pct(&a["background_budget"]),
+        a["requests_ms"],
+        a["id_ms"],
+        r["queued"]["background"],
+        r["queued"]["requests"],
+        r["frames_sent"],
+        r["beacons_sent"],
+        r["ids_sent"],
+        r["frames_heard"],
+        r["stations"].as_array().map_or(0, Vec::len),
+    );
+    for st in r["stations"].as_array().into_iter().flatten() {
+        s += &format!(
+            "  {:<10} {:<24} catalog {:<22} frames {:>5}  beacons {:>4} heard {:>3} lost\n",
+            str_of(&st["callsign"]),
+            st["node"].as_str().unwrap_or("-"),
+            st["catalog_digest"].as_str().unwrap_or("-"),
+            st["frames_heard"],
+            st["beacons_heard"],
+            st["beacons_lost"],
+        );
+    }
+    s
 }
 
 fn human_mode(v: &Value) -> String {

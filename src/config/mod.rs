@@ -8,6 +8,7 @@
 //! into `file:line:column: what is wrong`. The annotated `etc/meshnode.toml`
 //! documents every key and is parsed by a test so it cannot rot.
 
+pub mod rf;
 pub mod units;
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::node::{Callsign, Label};
+pub use rf::{RfConfig, TncAddr};
 pub use units::{BitRate, ByteSize, Dscp, DurationStr};
 
 /// Where the daemon looks when `--config` is not given.
@@ -83,6 +85,9 @@ pub struct Config {
     /// `[dbus]`: the D-Bus interface on the system bus.
     #[serde(default)]
     pub dbus: DbusConfig,
+    /// `[rf]`: packet radio through a TNC.
+    #[serde(default)]
+    pub rf: RfConfig,
 }
 
 /// `[analytics]`
@@ -827,6 +832,9 @@ impl Config {
         if self.dbus != new.dbus {
             keys.push("dbus");
         }
+        if self.rf != new.rf {
+            keys.push("rf");
+        }
         keys
     }
 }
@@ -941,6 +949,44 @@ mod tests {
         assert_eq!(c.connectivity, ConnectivityConfig::default());
         assert_eq!(c.proxy, ProxyConfig::default());
         assert_eq!(c.dbus, DbusConfig::default());
+        assert_eq!(c.rf, RfConfig::default());
+    }
+
+    #[test]
+    fn rf_section_is_checked_where_it_is_wrong() {
+        let base = "[node]\ncallsign = \"N0CALL\"\n[rf]\n";
+        let c = parse(
+            &format!("{base}enabled = true\ntnc = \"kiss-serial:///dev/ttyUSB0?baud=1200\"\nssid = 10\nairtime_budget = 0.1\nbeacon_interval = \"0s\"\n"),
+            "t",
+        )
+        .unwrap();
+        assert!(c.rf.enabled);
+        assert_eq!(c.rf.ssid, rf::Ssid(10));
+        assert_eq!(
+            c.rf.tnc.0,
+            TncAddr::KissSerial {
+                path: "/dev/ttyUSB0".into(),
+                baud: 1200
+            }
+        );
+        assert!(c.rf.beacon_interval.0.is_zero());
+        let (line, col, msg) = err(&format!("{base}airtime_budget = 0.2\n"));
+        assert_eq!((line, col), (4, 18));
+        assert!(msg.contains("NFR-002"), "{msg}");
+        let (line, _, msg) = err(&format!("{base}enabled = true\ntnc = \"tcp://x:1\"\n"));
+        assert_eq!(line, 5);
+        assert!(msg.contains("unknown kind"), "{msg}");
+        let (line, _, msg) = err(&format!("{base}id_interval = \"11m\"\n"));
+        assert_eq!(line, 4);
+        assert!(msg.contains("10 minutes"), "{msg}");
+        let (_, _, msg) = err(&format!("{base}ssid = 16\n"));
+        assert!(msg.contains("0..=15"), "{msg}");
+        let (_, _, msg) = err(&format!("{base}paclen = 300\n"));
+        assert!(msg.contains("1..=256"), "{msg}");
+        let (_, _, msg) = err(&format!("{base}request_budget = 1.5\n"));
+        assert!(msg.contains("(0, 1]"), "{msg}");
+        let (_, _, msg) = err(&format!("{base}callsign = \"X\"\n"));
+        assert!(msg.contains("unknown field"), "{msg}");
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct MeshParams {
     pub http_listen: Vec<SocketAddr>,
     /// The uplink, from [`crate::connectivity::spawn`].
     pub uplink: watch::Receiver<Uplink>,
+    /// Stations heard on RF lately (from [`crate::rf::spawn`]): with no
+    /// uplink and no IP neighbour, one of them makes the mode `rf-only`.
+    pub rf_stations: watch::Receiver<usize>,
     /// Stops the task.
     pub cancel: CancellationToken,
 }
@@ -271,6 +274,7 @@ pub async fn spawn(p: MeshParams, tasks: &TaskTracker) -> anyhow::Result<Mesh> {
         pending_announce: Vec::new(),
         announce_hold: Instant::now(),
         uplink: p.uplink,
+        rf_stations: p.rf_stations,
         subnets: Subnets::read(),
         own_links: Vec::new(),
         links_sent: None,
@@ -370,6 +374,8 @@ struct Task {
     pending_announce: Vec<Id>,
     announce_hold: Instant,
     uplink: watch::Receiver<Uplink>,
+    /// Stations heard on RF lately.
+    rf_stations: watch::Receiver<usize>,
     subnets: Subnets,
     /// Our links as last measured.
     own_links: Vec<LinkReport>,
@@ -409,6 +415,7 @@ impl Task {
         let mut links_tick = tokio::time::interval(LINKS_INTERVAL);
         let mut subnets_tick = tokio::time::interval(Duration::from_secs(60));
         let mut uplink = self.uplink.clone();
+        let mut rf_stations = self.rf_stations.clone();
         self.update_mode();
         self.announce_catalog(Vec::new(), false);
         let out = self.core.handle(InEvent::Tick, self.now(), wall_ms());
@@ -465,6 +472,10 @@ impl Task {
                 _ = subnets_tick.tick() => self.subnets = Subnets::read(),
                 Ok(()) = uplink.changed() => {
                     uplink.borrow_and_update();
+                    self.update_mode();
+                }
+                Ok(()) = rf_stations.changed() => {
+                    rf_stations.borrow_and_update();
                     self.update_mode();
                 }
             }
@@ -1347,7 +1358,8 @@ impl Task {
         let uplink = self.uplink.borrow().clone();
         let neighbours: Vec<(SocketAddr, NodeId)> =
             self.core.neighbours().map(|(a, n)| (*a, *n)).collect();
-        let mode = crate::connectivity::mode(uplink.up, neighbours.len(), 0);
+        let rf = *self.rf_stations.borrow();
+        let mode = crate::connectivity::mode(uplink.up, neighbours.len(), rf);
         let modes: HashMap<NodeId, Mode> = self
             .core
             .peers()

@@ -1,17 +1,29 @@
 //! RF: meshnode over amateur packet radio (issue #5).
 //!
 //! Frames travel as AX.25 (v2.0/v2.2) over a KISS TNC: a serial or
-//! TCP-KISS soft TNC such as direwolf, or the Linux kernel's `mkiss` line
-//! discipline. Neither carries the HDLC FCS; the TNC adds and checks it.
+//! TCP-KISS soft TNC such as direwolf, or the Linux kernel's AX.25 stack
+//! (`mkiss` and friends). Neither carries the HDLC FCS; the TNC adds and
+//! checks it.
+//!
+//! The link layer, from the bytes up:
 //!
 //! - [`ax25`]: the AX.25 frame codec (pure): addresses, digipeater path,
 //!   control field (modulo 8 and 128), PID and info, re-encoded byte for byte.
 //! - [`kiss`]: the KISS framing codec (pure): escaping, ports and commands,
 //!   an incremental stream decoder that survives line noise, and the SMACK
 //!   CRC frames a Linux `mkiss` sends in its default "auto" CRC mode.
+//! - [`tnc`]: the `[rf] tnc` address (pure).
+//! - [`driver`]: the TNC drivers (KISS over TCP, KISS on a serial line, the
+//!   kernel stack), one [`driver::Link`] shape, reconnecting by themselves.
+//! - [`airtime`]: what a transmission costs, the two airtime caps (token
+//!   buckets), the background priority queue and the scheduler (pure).
+//! - [`ident`]: the identification timer and frame (pure).
+//! - [`beacon`]: the service beacon's wire format (pure).
+//! - [`task`]: the RF task that owns a link and a scheduler: beacons, IDs,
+//!   the stations heard, the status view ([`Rf`]).
 //!
-//! Both are sans-IO: the driver that owns the serial port or TCP socket
-//! feeds bytes in and writes bytes out. Facts about the peers (direwolf's
+//! Everything below [`driver`] and [`task`] is sans-IO: the driver that
+//! owns the serial port or TCP socket feeds bytes in and writes bytes out. Facts about the peers (direwolf's
 //! 15..=2046 byte limits, mkiss's SMACK start-up) were measured on the
 //! project's build machines and are cited where the code depends on them.
 //!
@@ -45,5 +57,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod airtime;
 pub mod ax25;
+pub mod beacon;
+pub mod driver;
+pub mod ident;
 pub mod kiss;
+pub mod task;
+pub mod tnc;
+
+pub use task::{Rf, RfParams, Status, spawn};

@@ -152,6 +152,50 @@ pub fn static_rust_binary(src: &Path) -> PathBuf {
     out
 }
 
+/// Builds a small cargo package (e.g. `tests/rf/guest`, meshnode's RF
+/// driver sources with only the crates they use) into a static (static-pie,
+/// glibc) executable for the guest and returns its path. The recipe:
+/// `RUSTFLAGS="-C target-feature=+crt-static -C strip=debuginfo" cargo
+/// build --locked --target x86_64-unknown-linux-gnu`, with the explicit
+/// target so that the flags do not reach build scripts and proc-macros,
+/// into `CARGO_TARGET_TMPDIR/<package dir name>` (cargo rebuilds only what
+/// changed). Returns the path and how long the build took.
+pub fn static_cargo_binary(package: &Path, bin: &str) -> (PathBuf, Duration) {
+    let name = package.file_name().unwrap().to_string_lossy();
+    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-target"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let t0 = Instant::now();
+    let res = Command::new(cargo)
+        .args([
+            "build",
+            "--locked",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "--bin",
+            bin,
+        ])
+        .arg("--manifest-path")
+        .arg(package.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env(
+            "RUSTFLAGS",
+            "-C target-feature=+crt-static -C strip=debuginfo",
+        )
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo build");
+    assert!(
+        res.status.success(),
+        "cargo build {}: {}",
+        package.display(),
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let out = target_dir.join("x86_64-unknown-linux-gnu/debug").join(bin);
+    (out, t0.elapsed())
+}
+
 /// Whether `path` is an ELF executable without a program interpreter (a
 /// static or static-pie binary that needs no shared library).
 pub fn is_static_elf(path: &Path) -> bool {
