@@ -156,8 +156,11 @@ async fn the_report_counts_a_known_workload_exactly() {
             assert_eq!(request(n, client(i), "/a.txt", host).await, (200, 1000));
         }
     }
-    // b.txt: client 0 once
-    assert_eq!(request(n, client(0), "/b.txt", host).await, (200, 300));
+    // b.txt: client 0 once, in the path form (/<callsign>.radio/<path>)
+    assert_eq!(
+        request(n, client(0), "/n0call.radio/b.txt", "127.0.0.1").await,
+        (200, 300)
+    );
     // c.txt: client 1 twice, through the mesh both times (personal: not kept)
     for _ in 0..2 {
         assert_eq!(
@@ -186,6 +189,8 @@ async fn the_report_counts_a_known_workload_exactly() {
     assert_eq!(request(n, client(0), "/a.txt", host).await, (200, 1000));
 
     let r: Value = a.ctl.get("/api/v1/report?since=1h").await.unwrap();
+    // the window starts at a whole hour
+    assert_eq!(r["since"].as_i64().unwrap() % 3600, 0, "{r}");
     let t = &r["totals"];
     let f = |k: &str| t[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
     let bytes = 7 * 1000 + 300 + 2 * 500 + 3 * 2000 + miss_len as u64;

@@ -343,7 +343,13 @@ impl App {
                 match radio_host_callsign(host) {
                     Some(cs) => {
                         let url = ContentUrl::new(cs, if tail.is_empty() { "/" } else { tail });
-                        Ok(content::serve(self, caller, url, req.method(), req.headers()).await)
+                        let key = url
+                            .as_ref()
+                            .map_or_else(|_| p.to_string(), |u| u.to_string());
+                        let mut r =
+                            content::serve(self, caller, url, req.method(), req.headers()).await;
+                        self.served(&mut r, caller, key, false, req.method());
+                        Ok(r)
                     }
                     None => Ok(content::not_found(self, caller, req.headers(), p)),
                 }

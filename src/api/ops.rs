@@ -206,7 +206,7 @@ impl App {
 
 impl App {
     /// The usage report of the last `since` (e.g. `"7d"`; default a day)
-    /// up to now. The public port's leaves out clients and the external
+    /// up to now, from the start of the hour `since` falls in. The public port's leaves out clients and the external
     /// URLs people fetched (only the mesh's own content is listed).
     pub async fn report(&self, caller: Caller, since: Option<&str>) -> Result<Report, ApiError> {
         let span = match since {
@@ -218,7 +218,10 @@ impl App {
             }
         };
         let until = crate::store::now_ms() / 1000;
-        let since = until - span.as_secs().min(i64::MAX as u64 / 2) as i64;
+        // whole hours: the hour `since` falls in is counted in full
+        let since = crate::analytics::rollup::hour_of(
+            until - span.as_secs().min(i64::MAX as u64 / 2) as i64,
+        );
         let mut r = self
             .analytics
             .report(since, until + 1)
