@@ -17,6 +17,7 @@
 //! | [`api`] | public HTTP port, control socket, `meshctl`'s client | one task per connection |
 //! | [`daemon`] | start order, reload, shutdown | supervisor task |
 //! | [`telemetry`] | logging, sd-notify, counters | — |
+//! | [`utc`] | UTC calendar arithmetic: pure | — |
 //! | [`gossip`] | signed datagrams, the membership/dissemination core (pure), its simulator | — |
 //! | [`sync`] | signed catalog records, the conflict rule, set reconciliation (pure), chunk transfer | — |
 //! | [`discovery`] | mDNS announce/browse, the bootstrap registry | mdns-sd's thread |
@@ -52,3 +53,4 @@ pub mod shaping;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod utc;

@@ -7,9 +7,8 @@
 mod common;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
 
-use common::{TestNode, data, opts};
+use common::{TestNode, data, opts, wait_for};
 use meshnode::api::client::PublishOptions;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -39,21 +38,6 @@ async fn request(node: SocketAddr, from: IpAddr, target: &str, host: &str) -> (u
 
 fn client(i: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, 10 + i])
-}
-
-async fn wait_for<F, Fut>(what: &str, secs: u64, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(secs) {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// A plain-HTTP origin ("the internet") answering every path with `len`

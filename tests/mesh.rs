@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestNode, data, opts};
+use common::{TestNode, data, opts, wait_for};
 use meshnode::api::client::PublishOptions;
 
 /// Fast timers so tests take seconds.
@@ -30,21 +30,6 @@ async fn node(static_peers: &[&TestNode], sync: &str) -> TestNode {
         sync,
     ))
     .await
-}
-
-async fn wait_for<F, Fut>(what: &str, secs: u64, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(secs) {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out after {secs} s waiting for {what}");
 }
 
 async fn status(n: &TestNode) -> serde_json::Value {

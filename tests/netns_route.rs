@@ -12,6 +12,10 @@
 
 #[path = "common/netns.rs"]
 mod netns;
+#[path = "common/wait.rs"]
+mod wait;
+
+use wait::wait_for;
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -23,21 +27,6 @@ use serde_json::Value;
 
 async fn status(n: &Node) -> Value {
     n.control().get("/api/v1/status").await.unwrap()
-}
-
-async fn wait_for<F, Fut>(what: &str, secs: u64, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(secs) {
-        if f().await {
-            return t.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {secs} s waiting for {what}");
 }
 
 fn config(lab: &Lab, host: &Host, statics: &[String], extra: &str) -> String {

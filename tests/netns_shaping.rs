@@ -14,6 +14,10 @@
 
 #[path = "common/netns.rs"]
 mod netns;
+#[path = "common/wait.rs"]
+mod wait;
+
+use wait::wait_for;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -110,21 +114,6 @@ fn active(v: &Value) -> Vec<String> {
         .filter(|c| c["active"] == true)
         .map(|c| c["ip"].as_str().unwrap().to_string())
         .collect()
-}
-
-async fn wait_for<F, Fut>(what: &str, secs: u64, mut f: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(secs) {
-        if f().await {
-            return t.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {secs} s waiting for {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,17 +9,9 @@ pub fn day_of(unix_secs: i64) -> i64 {
     unix_secs.div_euclid(86_400)
 }
 
-/// `year * 12 + month - 1` of a day (proleptic Gregorian; Howard Hinnant's
-/// `civil_from_days`).
+/// `year * 12 + month - 1` of a day (days since 1970-01-01, UTC).
 pub fn month_of(day: i64) -> i64 {
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, _) = crate::utc::civil_from_days(day);
     y * 12 + m - 1
 }
 

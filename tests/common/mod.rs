@@ -2,6 +2,10 @@
 //! 127.0.0.1:0 with a temporary state dir, and a small HTTP client.
 #![allow(dead_code, missing_docs)]
 
+mod wait;
+#[allow(unused_imports)]
+pub use wait::wait_for;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
