@@ -299,3 +299,49 @@ async fn the_report_counts_a_known_workload_exactly() {
     assert_eq!(again["totals"]["external_bytes_saved"], 4000);
     assert_eq!(again["distinct_clients"], 3);
 }
+
+/// Many requests at once from many clients: every one is in the report
+/// (requests count themselves on their own side; nothing is queued or
+/// dropped), split exactly by client and URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_are_all_counted() {
+    let a = TestNode::start("[discovery]\nmdns = false\n").await;
+    for u in 0..4u64 {
+        a.publish(&format!("/p{u}.bin"), &data(700, u)).await;
+    }
+    const CLIENTS: u8 = 16;
+    const EACH: usize = 160; // a multiple of the 4 URLs
+    let n = a.addr;
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            tokio::spawn(async move {
+                for i in 0..EACH {
+                    let path = format!("/p{}.bin", i % 4);
+                    assert_eq!(
+                        request(n, client(c), &path, "n0call.radio").await,
+                        (200, 700)
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let r: Value = a.ctl.get("/api/v1/report?since=1h").await.unwrap();
+    let total = CLIENTS as u64 * EACH as u64;
+    assert_eq!(r["totals"]["requests"], total, "{r}");
+    assert_eq!(r["totals"]["store_requests"], total);
+    assert_eq!(r["totals"]["bytes"], total * 700);
+    assert_eq!(r["distinct_clients"], CLIENTS as u64);
+    for c in r["top_clients"].as_array().unwrap() {
+        assert_eq!(c["requests"], EACH as u64, "{r}");
+    }
+    let per_url: Vec<u64> = r["top_content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["requests"].as_u64().unwrap())
+        .collect();
+    assert_eq!(per_url, vec![total / 4; 4], "{r}");
+}

@@ -240,7 +240,6 @@ impl AnalyticsDb {
                 })
                 .collect(),
             hourly,
-            dropped_events: 0,
         })
     }
 }
@@ -268,12 +267,12 @@ fn put_counts(tx: &Transaction<'_>, table: &str, start: i64, c: &Counts) -> rusq
     Ok(())
 }
 
-fn put_items<K: Clone + Ord + std::fmt::Display>(
+fn put_items<K: Clone + Ord + std::fmt::Display, S: std::hash::BuildHasher>(
     tx: &Transaction<'_>,
     table: &str,
     key: &str,
     start: i64,
-    items: &HashMap<K, Tally>,
+    items: &HashMap<K, Tally, S>,
     top_n: usize,
 ) -> rusqlite::Result<()> {
     tx.execute(&format!("DELETE FROM {table} WHERE start = ?1"), [start])?;
@@ -386,7 +385,7 @@ mod tests {
             let mut hour = Hour::at(DAY + h * 3600);
             for i in 0..n {
                 hour.add(
-                    &ev(i as u8, &format!("http://a.radio/{i}"), Source::Store, 10),
+                    ev(i as u8, &format!("http://a.radio/{i}"), Source::Store, 10),
                     false,
                 );
             }
@@ -394,7 +393,7 @@ mod tests {
             db.write_hour(&hour, 2).unwrap();
         }
         let mut next = Hour::at(DAY + 86_400 + 3600);
-        next.add(&ev(7, "http://a.radio/0", Source::Mesh, 100), true);
+        next.add(ev(7, "http://a.radio/0", Source::Mesh, 100), true);
         db.write_hour(&next, 2).unwrap();
         // written twice: replaced, not added
         db.write_hour(&next, 2).unwrap();
@@ -429,7 +428,7 @@ mod tests {
     fn reopening_keeps_rows() {
         let dir = tempfile::tempdir().unwrap();
         let mut h = Hour::at(DAY);
-        h.add(&ev(1, "http://a.radio/x", Source::Internet, 5), false);
+        h.add(ev(1, "http://a.radio/x", Source::Internet, 5), false);
         AnalyticsDb::open(dir.path())
             .unwrap()
             .write_hour(&h, 5)
@@ -444,7 +443,7 @@ mod tests {
         let db = AnalyticsDb::open(dir.path()).unwrap();
         let mut again = db.load_hour(DAY).unwrap();
         assert_eq!(again, h);
-        again.add(&ev(2, "http://a.radio/x", Source::Store, 5), false);
+        again.add(ev(2, "http://a.radio/x", Source::Store, 5), false);
         assert_eq!((again.counts.requests, again.clients.len()), (2, 2));
         assert_eq!(db.load_hour(DAY + 3600).unwrap(), Hour::at(DAY + 3600));
     }

@@ -78,8 +78,6 @@ pub struct Report {
     pub by_hour_of_day: Vec<Item>,
     /// Hour by hour, where hours are kept.
     pub hourly: Vec<HourRow>,
-    /// Events the analytics task could not keep up with (dropped, counted).
-    pub dropped_events: u64,
 }
 
 /// How to render a report.
@@ -285,7 +283,6 @@ mod tests {
             top_clients: None,
             by_hour_of_day: vec![],
             hourly: vec![],
-            dropped_events: 0,
         }
     }
 

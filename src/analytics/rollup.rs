@@ -1,11 +1,13 @@
 //! What one hour of serving adds up to: pure.
 //!
-//! Every content response the HTTP front gives becomes an [`Event`]; the
-//! analytics task adds it to the current [`Hour`] (counters, per-client and
-//! per-URL sums). Hours are written to SQLite and rolled into days there
-//! (`db.rs`); nothing here does I/O.
+//! Every content response the HTTP front gives becomes an [`Event`], added
+//! at once to an [`Hour`] (counters, per-client and per-URL sums) on the
+//! request's side; the analytics task merges those hours into its own
+//! ([`Hour::merge`]). Hours are written to SQLite and rolled into days
+//! there (`db.rs`); nothing here does I/O.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -160,7 +162,17 @@ impl Tally {
         self.requests += 1;
         self.bytes = self.bytes.saturating_add(bytes);
     }
+
+    fn merge(&mut self, o: Tally) {
+        self.requests = self.requests.saturating_add(o.requests);
+        self.bytes = self.bytes.saturating_add(o.bytes);
+    }
 }
+
+/// Requests and bytes per client or per URL. foldhash rather than SipHash:
+/// these maps are hashed on every request, and an attacker flooding them
+/// with colliding URLs is bounded by [`MAX_URLS_PER_HOUR`] anyway.
+pub type Tallies<K> = HashMap<K, Tally, foldhash::fast::RandomState>;
 
 /// Distinct URLs one hour keeps apart; the rest are summed as [`OTHER_URLS`].
 pub const MAX_URLS_PER_HOUR: usize = 10_000;
@@ -175,9 +187,9 @@ pub struct Hour {
     /// Its counters.
     pub counts: Counts,
     /// Per client address.
-    pub clients: HashMap<IpAddr, Tally>,
+    pub clients: Tallies<IpAddr>,
     /// Per content URL (found content only).
-    pub content: HashMap<String, Tally>,
+    pub content: Tallies<String>,
 }
 
 impl Hour {
@@ -190,7 +202,7 @@ impl Hour {
     }
 
     /// Counts one response; `offline`: the node was not online.
-    pub fn add(&mut self, e: &Event, offline: bool) {
+    pub fn add(&mut self, e: Event, offline: bool) {
         let c = &mut self.counts;
         if e.to_peer {
             c.peer_requests += 1;
@@ -209,11 +221,11 @@ impl Hour {
             Source::Rf => (&mut c.rf_requests, &mut c.rf_bytes),
             Source::NotFound => {
                 c.not_found += 1;
-                return self.add_client(e);
+                return self.add_client(&e);
             }
             Source::Other => {
                 c.failed += 1;
-                return self.add_client(e);
+                return self.add_client(&e);
             }
         };
         *n += 1;
@@ -226,13 +238,35 @@ impl Hour {
             c.offline_requests += 1;
             c.offline_bytes = c.offline_bytes.saturating_add(e.bytes);
         }
-        self.add_client(e);
-        let url = if self.content.len() < MAX_URLS_PER_HOUR || self.content.contains_key(&e.url) {
-            e.url.clone()
+        self.add_client(&e);
+        // a URL already counted is found without allocating
+        if let Some(t) = self.content.get_mut(&e.url) {
+            t.add(e.bytes);
+        } else {
+            self.content_entry(e.url).add(e.bytes);
+        }
+    }
+
+    /// Adds `o`, an hour with the same start (counted elsewhere).
+    pub fn merge(&mut self, o: Hour) {
+        debug_assert_eq!(self.start, o.start);
+        self.counts.merge(&o.counts);
+        for (ip, t) in o.clients {
+            self.clients.entry(ip).or_default().merge(t);
+        }
+        for (url, t) in o.content {
+            self.content_entry(url).merge(t);
+        }
+    }
+
+    /// `url`'s tally, or [`OTHER_URLS`]'s when this hour has too many.
+    fn content_entry(&mut self, url: String) -> &mut Tally {
+        let url = if self.content.len() < MAX_URLS_PER_HOUR || self.content.contains_key(&url) {
+            url
         } else {
             OTHER_URLS.to_string()
         };
-        self.content.entry(url).or_default().add(e.bytes);
+        self.content.entry(url).or_default()
     }
 
     fn add_client(&mut self, e: &Event) {
@@ -254,7 +288,10 @@ pub fn day_of(unix_secs: i64) -> i64 {
 
 /// The `n` largest of `items` by requests (then bytes, then name), and
 /// what the rest add up to.
-pub fn top<K: Clone + Ord>(items: &HashMap<K, Tally>, n: usize) -> (Vec<(K, Tally)>, Tally) {
+pub fn top<K: Clone + Ord, S: BuildHasher>(
+    items: &HashMap<K, Tally, S>,
+    n: usize,
+) -> (Vec<(K, Tally)>, Tally) {
     let mut v: Vec<(K, Tally)> = items.iter().map(|(k, t)| (k.clone(), *t)).collect();
     v.sort_by(|a, b| {
         (b.1.requests, b.1.bytes)
@@ -290,27 +327,27 @@ mod tests {
         let mut h = Hour::at(7_200 + 59);
         assert_eq!(h.start, 7_200);
         h.add(
-            &ev(1, "http://n0call.radio/a", Source::Store, false, 100),
+            ev(1, "http://n0call.radio/a", Source::Store, false, 100),
             false,
         );
         h.add(
-            &ev(2, "http://n0call.radio/a", Source::Store, false, 100),
+            ev(2, "http://n0call.radio/a", Source::Store, false, 100),
             true,
         );
         h.add(
-            &ev(2, "http://example.org/x", Source::Internet, true, 1000),
+            ev(2, "http://example.org/x", Source::Internet, true, 1000),
             false,
         );
         h.add(
-            &ev(3, "http://example.org/x", Source::Mesh, true, 1000),
+            ev(3, "http://example.org/x", Source::Mesh, true, 1000),
             false,
         );
         h.add(
-            &ev(3, "http://example.org/x", Source::Store, true, 1000),
+            ev(3, "http://example.org/x", Source::Store, true, 1000),
             true,
         );
         h.add(
-            &ev(
+            ev(
                 3,
                 "http://n0call.radio/missing",
                 Source::NotFound,
@@ -320,7 +357,7 @@ mod tests {
             false,
         );
         h.add(
-            &Event {
+            Event {
                 to_peer: true,
                 ..ev(9, "", Source::Store, false, 5000)
             },
@@ -362,6 +399,73 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Counting events in several hours (the request side's shards)
+        /// and merging them gives what counting them in one gives.
+        #[test]
+        fn merged_hours_equal_one_hour(
+            evs in proptest::collection::vec(
+                (0u8..4, 0u8..6, 0usize..6, proptest::bool::ANY, 0u64..5000,
+                 proptest::bool::ANY, proptest::bool::ANY, 0usize..3),
+                0..60,
+            )
+        ) {
+            let sources = [Source::Store, Source::Mesh, Source::Internet, Source::Rf,
+                Source::NotFound, Source::Other];
+            let mut one = Hour::at(3600);
+            let mut parts = vec![Hour::at(3600), Hour::at(3600), Hour::at(3600)];
+            for (c, u, s, ext, bytes, peer, offline, part) in evs {
+                let e = Event {
+                    to_peer: peer,
+                    ..ev(c, &format!("http://x.radio/{u}"), sources[s], ext, bytes)
+                };
+                one.add(e.clone(), offline);
+                parts[part].add(e, offline);
+            }
+            let mut merged = Hour::at(3600);
+            for p in parts {
+                merged.merge(p);
+            }
+            proptest::prop_assert_eq!(merged, one);
+        }
+    }
+
+    #[test]
+    fn merging_keeps_the_url_limit() {
+        let mut a = Hour::at(0);
+        let mut b = Hour::at(0);
+        for i in 0..MAX_URLS_PER_HOUR {
+            a.add(
+                ev(1, &format!("http://x.radio/a{i}"), Source::Store, false, 1),
+                false,
+            );
+        }
+        for i in 0..3 {
+            b.add(
+                ev(1, &format!("http://x.radio/b{i}"), Source::Store, false, 2),
+                false,
+            );
+        }
+        b.add(ev(1, "http://x.radio/a0", Source::Store, false, 2), false);
+        a.merge(b);
+        assert_eq!(a.content.len(), MAX_URLS_PER_HOUR + 1);
+        assert_eq!(
+            a.content[OTHER_URLS],
+            Tally {
+                requests: 3,
+                bytes: 6
+            }
+        );
+        assert_eq!(
+            a.content["http://x.radio/a0"],
+            Tally {
+                requests: 2,
+                bytes: 3
+            }
+        );
+        assert_eq!(a.counts.requests, MAX_URLS_PER_HOUR as u64 + 4);
+    }
+
     #[test]
     fn counts_round_trip_and_merge() {
         let mut a = Counts {
@@ -385,7 +489,7 @@ mod tests {
         let mut h = Hour::at(0);
         for i in 0..MAX_URLS_PER_HOUR + 5 {
             h.add(
-                &ev(1, &format!("http://x.radio/{i}"), Source::Store, false, 1),
+                ev(1, &format!("http://x.radio/{i}"), Source::Store, false, 1),
                 false,
             );
         }

@@ -87,48 +87,83 @@ fn etag_matches(list: &str, etag: &str) -> bool {
         .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 
-/// Serves the entry for `url`, or the reason it cannot.
+/// A content response and where its bytes came from, for analytics.
+#[derive(Debug)]
+pub struct Served {
+    /// The response.
+    pub resp: Response<Body>,
+    /// `None`: nothing was served (not found, refused or failed).
+    pub source: Option<Source>,
+}
+
+impl Served {
+    /// `resp`, served from `source`.
+    pub fn from(source: Source, resp: Response<Body>) -> Self {
+        Served {
+            resp,
+            source: Some(source),
+        }
+    }
+}
+
+impl From<Response<Body>> for Served {
+    /// A response that serves nothing (an error or a 404).
+    fn from(resp: Response<Body>) -> Self {
+        Served { resp, source: None }
+    }
+}
+
+/// The key of a content URL (its canonical form), formatted once per
+/// request and shared by the handler and analytics.
+pub type Key = Result<String, UrlError>;
+
+/// The key of `url`.
+pub fn key(url: Result<ContentUrl, UrlError>) -> Key {
+    url.map(|u| u.to_string())
+}
+
+/// Serves the entry for `key`, or the reason it cannot.
 pub async fn serve(
     app: &App,
     caller: Caller,
-    url: Result<ContentUrl, UrlError>,
+    key: &Key,
     method: &Method,
     headers: &HeaderMap,
-) -> Response<Body> {
-    let url = match url {
-        Ok(u) => u,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad content URL: {e}\n")),
+) -> Served {
+    let key = match key {
+        Ok(k) => k.as_str(),
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad content URL: {e}\n")).into(),
     };
-    let key = url.to_string();
     // private and (for outsiders) community content: not found, not even "forbidden"
     let readable = |app: &App| {
         app.store
-            .get(&key)
+            .get(key)
             .filter(|e| caller.may_read(e.fields().access))
     };
     let live = match readable(app) {
         Some(l) => l,
         None => match app
             .mesh
-            .winner(&key)
+            .winner(key)
             .filter(|w| w.record.access().is_some_and(|a| caller.may_read(a)))
         {
             Some(rec) => {
-                app.mesh.requested(&key);
+                app.mesh.requested(key);
                 let hop = Hop::start(app);
-                return via_mesh(app, &key, rec, hop, method, headers).await;
+                return via_mesh(app, key, rec, hop, method, headers).await;
             }
-            None => return not_found(app, caller, headers, &key),
+            None => return not_found(app, caller, headers, key).into(),
         },
     };
     if live.fields().priority == crate::catalog::Priority::Popular {
-        app.mesh.requested(&key);
+        app.mesh.requested(key);
     }
     if live.fields().quarantined {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "this content failed its integrity check and is quarantined until a good copy arrives\n",
-        );
+        )
+        .into();
     }
     app.counters.content_hits.fetch_add(1, Ordering::Relaxed);
     serve_entry(app, live, method, headers).await
@@ -173,7 +208,7 @@ pub async fn via_mesh(
     hop: Hop,
     method: &Method,
     h: &HeaderMap,
-) -> Response<Body> {
+) -> Served {
     let range = h
         .get(header::RANGE)
         .filter(|_| method == Method::GET)
@@ -185,9 +220,11 @@ pub async fn via_mesh(
                 Flight::wait(rx, FLIGHT_WAIT).await;
                 if let Some(live) = app.store.get(url).filter(|e| !e.fields().quarantined) {
                     // the leader brought it through the mesh for both
-                    let mut r = serve_entry(app, live, method, h).await;
-                    r.extensions_mut().insert(Source::Mesh);
-                    return r;
+                    let s = serve_entry(app, live, method, h).await;
+                    return Served {
+                        source: s.source.map(|_| Source::Mesh),
+                        ..s
+                    };
                 }
                 None // the leader kept nothing (personal, failed): fetch on our own
             }
@@ -207,40 +244,41 @@ pub async fn via_mesh(
     match forward(&app.mesh.view, &app.store, f, flight).await {
         Ok(mut r) => {
             app.counters.mesh_forwarded.fetch_add(1, Ordering::Relaxed);
-            r.extensions_mut().insert(Source::Mesh);
             if method == Method::HEAD {
                 // the copy (if any) is still kept by the tee
                 *r.body_mut() = full("");
             }
-            r
+            Served::from(Source::Mesh, r)
         }
         Err(e @ ForwardError::NoRoute) => plain(
             StatusCode::NOT_FOUND,
             &format!("{url} is in the mesh catalog, but no node holding it is reachable ({e})\n"),
-        ),
+        )
+        .into(),
         Err(e) => {
             tracing::debug!(url, error = %e, "routing a content request failed");
             plain(
                 StatusCode::BAD_GATEWAY,
                 &format!("{url} is in the mesh catalog but could not be fetched: {e}\n"),
             )
+            .into()
         }
     }
 }
 
-/// Serves a stored entry (tagged [`Source::Store`] for analytics when it
-/// is served).
+/// Serves a stored entry ([`Source::Store`] when it is served).
 pub(super) async fn serve_entry(
     app: &App,
     live: Arc<LiveEntry>,
     method: &Method,
     h: &HeaderMap,
-) -> Response<Body> {
-    let mut r = entry_response(app, live, method, h).await;
+) -> Served {
+    let r = entry_response(app, live, method, h).await;
     if r.status().is_success() || r.status() == StatusCode::NOT_MODIFIED {
-        r.extensions_mut().insert(Source::Store);
+        Served::from(Source::Store, r)
+    } else {
+        r.into()
     }
-    r
 }
 
 async fn entry_response(

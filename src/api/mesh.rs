@@ -304,12 +304,16 @@ async fn content(app: &App, pq: &str, caller: NodeId, h: &HeaderMap) -> Response
         .get(&url)
         .filter(|e| e.fields().access != Access::Private && !e.fields().quarantined)
     {
-        return super::content::serve_entry(app, live, &Method::GET, h).await;
+        return super::content::serve_entry(app, live, &Method::GET, h)
+            .await
+            .resp;
     }
     if to == Some(app.node.node_id) {
         // this node was chosen to fetch it from the internet
         let url = ContentUrl::parse(&url).expect("canonical above");
-        return super::proxy::fetch_here(app, &url, &Method::GET, h).await;
+        return super::proxy::fetch_here(app, &url, &Method::GET, h)
+            .await
+            .resp;
     }
     let rec = app.mesh.winner(&url);
     if rec.is_none() && to.is_none() {
@@ -354,8 +358,12 @@ async fn content(app: &App, pq: &str, caller: NodeId, h: &HeaderMap) -> Response
         path,
     };
     match (to, rec) {
-        (Some(at), _) => super::proxy::fetch_at(app, &url, at, hop).await,
-        (None, Some(rec)) => super::content::via_mesh(app, &url, rec, hop, &Method::GET, h).await,
+        (Some(at), _) => super::proxy::fetch_at(app, &url, at, hop).await.resp,
+        (None, Some(rec)) => {
+            super::content::via_mesh(app, &url, rec, hop, &Method::GET, h)
+                .await
+                .resp
+        }
         (None, None) => refuse(
             StatusCode::NOT_FOUND,
             format!("{url} is not in this node's catalog"),

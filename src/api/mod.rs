@@ -41,6 +41,7 @@ use crate::daemon::ReloadHandle;
 use crate::node::{Callsign, NodeId};
 use crate::store::StoreHandle;
 use crate::telemetry::HttpCounters;
+use content::Served;
 
 /// Response body: a whole buffer or a stream of verified chunks.
 pub type Body = BoxBody<Bytes, io::Error>;
@@ -213,34 +214,36 @@ impl App {
         Ok(resp)
     }
 
-    /// Counts a content response for analytics: its source as the handler
-    /// tagged it (untagged: not found, or refused/failed).
+    /// Counts a content response for analytics, when they are on (`url`
+    /// gives its key then), and hands the response on. Nothing served is
+    /// counted as not found (404) or refused/failed.
     fn served(
         &self,
-        r: &mut Response<Body>,
+        s: Served,
         caller: Caller,
-        url: String,
+        url: impl FnOnce() -> String,
         external: bool,
         method: &Method,
-    ) {
-        let source = r.extensions_mut().remove::<Source>().unwrap_or(
-            if r.status() == StatusCode::NOT_FOUND {
-                Source::NotFound
-            } else {
-                Source::Other
-            },
-        );
-        self.analytics.record(analytics::Event {
-            client: match caller {
-                Caller::Public(ip) => Some(ip),
-                Caller::Control => None,
-            },
-            url,
-            source,
-            external,
-            bytes: body_len(r, method),
-            to_peer: false,
-        });
+    ) -> Response<Body> {
+        if self.analytics.enabled() {
+            let r = &s.resp;
+            self.analytics.record(analytics::Event {
+                client: match caller {
+                    Caller::Public(ip) => Some(ip),
+                    Caller::Control => None,
+                },
+                url: url(),
+                source: s.source.unwrap_or(if r.status() == StatusCode::NOT_FOUND {
+                    Source::NotFound
+                } else {
+                    Source::Other
+                }),
+                external,
+                bytes: body_len(r, method),
+                to_peer: false,
+            });
+        }
+        s.resp
     }
 
     async fn dispatch(
@@ -255,12 +258,14 @@ impl App {
                 .and_then(|h| h.to_str().ok())
         });
         if proxy::is_proxy_request(&req) {
-            let (url, method) = (req.uri().to_string(), req.method().clone());
-            let mut r = proxy::serve(self, caller, req).await;
-            if method != Method::CONNECT {
-                self.served(&mut r, caller, url, true, &method);
-            }
-            return Ok(r);
+            let method = req.method().clone();
+            let url = (self.analytics.enabled() && method != Method::CONNECT)
+                .then(|| req.uri().to_string());
+            let s = proxy::serve(self, caller, req).await;
+            return Ok(match url {
+                Some(url) => self.served(s, caller, || url, true, &method),
+                None => s.resp,
+            });
         }
         if !req.uri().path().starts_with('/') {
             // authority-form (CONNECT host:port) or asterisk-form: nothing to serve
@@ -269,13 +274,11 @@ impl App {
         // `<callsign>.radio` hosts serve content and nothing else
         if let Some(cs) = host.and_then(radio_host_callsign) {
             only_get(&req)?;
-            let url = ContentUrl::new(cs, req.uri().path());
-            let key = url
-                .as_ref()
-                .map_or_else(|_| req.uri().path().to_string(), |u| u.to_string());
-            let mut r = content::serve(self, caller, url, req.method(), req.headers()).await;
-            self.served(&mut r, caller, key, false, req.method());
-            return Ok(r);
+            let path = req.uri().path();
+            let key = content::key(ContentUrl::new(cs, path));
+            let s = content::serve(self, caller, &key, req.method(), req.headers()).await;
+            let url = || key.unwrap_or_else(|_| path.to_string());
+            return Ok(self.served(s, caller, url, false, req.method()));
         }
         let path = req.uri().path().to_string();
         if caller == Caller::Control && control::handles(req.method(), &path) {
@@ -284,7 +287,7 @@ impl App {
         if mesh::handles(&path) {
             let method = req.method().clone();
             let r = mesh::dispatch(self, req).await?;
-            if path == "/mesh/v1/content" && r.status().is_success() {
+            if path == "/mesh/v1/content" && r.status().is_success() && self.analytics.enabled() {
                 self.analytics.record(analytics::Event {
                     client: None,
                     url: String::new(),
@@ -343,13 +346,11 @@ impl App {
                 match radio_host_callsign(host) {
                     Some(cs) => {
                         let url = ContentUrl::new(cs, if tail.is_empty() { "/" } else { tail });
-                        let key = url
-                            .as_ref()
-                            .map_or_else(|_| p.to_string(), |u| u.to_string());
-                        let mut r =
-                            content::serve(self, caller, url, req.method(), req.headers()).await;
-                        self.served(&mut r, caller, key, false, req.method());
-                        Ok(r)
+                        let key = content::key(url);
+                        let s =
+                            content::serve(self, caller, &key, req.method(), req.headers()).await;
+                        let url = || key.unwrap_or_else(|_| p.to_string());
+                        Ok(self.served(s, caller, url, false, req.method()))
                     }
                     None => Ok(content::not_found(self, caller, req.headers(), p)),
                 }
@@ -660,12 +661,6 @@ impl App {
                 String::new(),
                 sh.clients.iter().filter(|c| c.throttled).count() as u64,
             )],
-        );
-        metric(
-            "meshnode_analytics_dropped_events_total",
-            "counter",
-            "Content responses analytics did not count because its queue was full.",
-            &[(String::new(), self.analytics.dropped())],
         );
         let rf = self.rf.status();
         if rf.enabled {

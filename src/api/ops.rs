@@ -166,8 +166,13 @@ impl App {
     /// routed and fetched content is kept on the way as its priority allows.
     pub async fn fetch(&self, url: &str, method: &Method, headers: &HeaderMap) -> Response<Body> {
         match ContentUrl::parse(url) {
-            Ok(u) if u.is_external() => super::proxy::get(self, &u, method, headers).await,
-            url => super::content::serve(self, Caller::Control, url, method, headers).await,
+            Ok(u) if u.is_external() => super::proxy::get(self, &u, method, headers).await.resp,
+            url => {
+                let key = super::content::key(url);
+                super::content::serve(self, Caller::Control, &key, method, headers)
+                    .await
+                    .resp
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use super::content::{Hop, serve_entry, via_mesh};
+use super::content::{Hop, Served, serve_entry, via_mesh};
 use super::{App, Body, Caller, full, is_community_ip};
 use crate::analytics::Source;
 use crate::cache::sink::BlobSink;
@@ -69,12 +69,13 @@ pub fn is_proxy_request(req: &Request<Incoming>) -> bool {
 }
 
 /// Serves a proxy request.
-pub async fn serve(app: &App, caller: Caller, req: Request<Incoming>) -> Response<Body> {
+pub async fn serve(app: &App, caller: Caller, req: Request<Incoming>) -> Served {
     if !app.proxy.enabled {
         return plain(
             StatusCode::FORBIDDEN,
             "the proxy is disabled on this node ([proxy] enabled = false)",
-        );
+        )
+        .into();
     }
     if let Caller::Public(ip) = caller
         && !is_community_ip(ip)
@@ -82,37 +83,34 @@ pub async fn serve(app: &App, caller: Caller, req: Request<Incoming>) -> Respons
         return plain(
             StatusCode::FORBIDDEN,
             "the proxy serves the mesh's own networks only",
-        );
+        )
+        .into();
     }
     if req.method() == Method::CONNECT {
-        return connect(app, req).await;
+        return connect(app, req).await.into();
     }
     if req.uri().scheme_str() != Some("http") {
         return plain(
             StatusCode::BAD_REQUEST,
             "only http:// URLs are proxied (use CONNECT for https)",
-        );
+        )
+        .into();
     }
     let authority = req.uri().authority().map(|a| a.as_str()).unwrap_or("");
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let url = match ContentUrl::external(authority, pq) {
         Ok(u) => u,
-        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad URL: {e}")),
+        Err(e) => return plain(StatusCode::BAD_REQUEST, &format!("bad URL: {e}")).into(),
     };
     if ![Method::GET, Method::HEAD].contains(req.method()) {
-        return pass_through(app, &url, req).await;
+        return pass_through(app, &url, req).await.into();
     }
     get(app, &url, req.method(), req.headers()).await
 }
 
 /// `GET`/`HEAD` of an external URL: from the mesh while fresh, else fetched
 /// once by its fetcher (also `meshctl fetch` through the control socket).
-pub async fn get(
-    app: &App,
-    url: &ContentUrl,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Response<Body> {
+pub async fn get(app: &App, url: &ContentUrl, method: &Method, headers: &HeaderMap) -> Served {
     let key = url.to_string();
     let now = crate::store::now_ms();
     let online = online_nodes(app);
@@ -139,7 +137,7 @@ pub async fn get(
     {
         app.counters.content_hits.fetch_add(1, Ordering::Relaxed);
         let mut r = serve_entry(app, live, method, headers).await;
-        cache_headers(&mut r, fresh);
+        cache_headers(&mut r.resp, fresh);
         return r;
     }
     if let Some(w) = winner.clone()
@@ -147,8 +145,8 @@ pub async fn get(
     {
         let hop = Hop::start(app);
         let mut r = via_mesh(app, &key, w, hop, method, headers).await;
-        if r.status().is_success() {
-            cache_headers(&mut r, fresh);
+        if r.resp.status().is_success() {
+            cache_headers(&mut r.resp, fresh);
             return r;
         }
     }
@@ -156,7 +154,8 @@ pub async fn get(
         return plain(
             StatusCode::GATEWAY_TIMEOUT,
             &format!("{key}: the internet is unreachable from the mesh and no node has a copy"),
-        );
+        )
+        .into();
     };
     if at == app.node.node_id {
         return fetch_here(app, url, method, headers).await;
@@ -166,7 +165,7 @@ pub async fn get(
 }
 
 /// Routes a fetch of `url` to node `at` (the URL's fetcher).
-pub async fn fetch_at(app: &App, url: &str, at: NodeId, hop: Hop) -> Response<Body> {
+pub async fn fetch_at(app: &App, url: &str, at: NodeId, hop: Hop) -> Served {
     let f = Forward {
         url: url.to_string(),
         rec: None,
@@ -177,18 +176,16 @@ pub async fn fetch_at(app: &App, url: &str, at: NodeId, hop: Hop) -> Response<Bo
         range: None,
     };
     match forward(&app.mesh.view, &app.store, f, None).await {
-        Ok(mut r) => {
-            // fetched by another node, for the mesh
-            r.extensions_mut().insert(Source::Mesh);
-            r
-        }
+        // fetched by another node, for the mesh
+        Ok(r) => Served::from(Source::Mesh, r),
         Err(e) => plain(
             StatusCode::BAD_GATEWAY,
             &format!(
                 "{url}: the node chosen to fetch it ({}) could not be reached: {e}",
                 at.short()
             ),
-        ),
+        )
+        .into(),
     }
 }
 
@@ -213,12 +210,7 @@ fn online_nodes(app: &App) -> Vec<NodeId> {
 
 /// Fetches `url` from its origin here, once for all concurrent askers, and
 /// keeps it when the origin allows.
-pub async fn fetch_here(
-    app: &App,
-    url: &ContentUrl,
-    method: &Method,
-    h: &HeaderMap,
-) -> Response<Body> {
+pub async fn fetch_here(app: &App, url: &ContentUrl, method: &Method, h: &HeaderMap) -> Served {
     let key = url.to_string();
     let flight = match Flights::join(&app.mesh.view, &format!("fetch:{key}")) {
         Flight::Leader(g) => Some(g),
@@ -226,7 +218,7 @@ pub async fn fetch_here(
             Flight::wait(rx, FLIGHT_WAIT).await;
             if let Some(live) = app.store.get(&key).filter(|e| !e.fields().quarantined) {
                 let mut r = serve_entry(app, live, method, h).await;
-                cache_headers(&mut r, true);
+                cache_headers(&mut r.resp, true);
                 return r;
             }
             None
@@ -236,7 +228,7 @@ pub async fn fetch_here(
     if let Some(live) = app.store.get(&key).filter(|e| !e.fields().quarantined) {
         drop(flight);
         let mut r = serve_entry(app, live, method, h).await;
-        cache_headers(&mut r, true);
+        cache_headers(&mut r.resp, true);
         return r;
     }
     let authority = url.authority().unwrap_or_default();
@@ -244,7 +236,7 @@ pub async fn fetch_here(
         Ok(r) => r,
         Err(e) => {
             tracing::info!(url = %key, error = %e, "fetching from the origin failed");
-            return plain(StatusCode::BAD_GATEWAY, &format!("{key}: {e}"));
+            return plain(StatusCode::BAD_GATEWAY, &format!("{key}: {e}")).into();
         }
     };
     app.counters.origin_fetches.fetch_add(1, Ordering::Relaxed);
@@ -307,11 +299,10 @@ pub async fn fetch_here(
         None => None,
     };
     let mut r = out.body(tee(body, sink, flight)).expect("valid response");
-    r.extensions_mut().insert(Source::Internet);
     if method == Method::HEAD {
         *r.body_mut() = full("");
     }
-    r
+    Served::from(Source::Internet, r)
 }
 
 async fn keep(
