@@ -182,7 +182,7 @@ impl Daemon {
                 node_name: cfg.node_name(),
                 node_id: identity.node_id(),
                 http_port: routable_port(&listen),
-                mesh: mesh.view.clone(),
+                mesh: mesh.clone(),
                 analytics: analytics.clone(),
                 stations: rf_stations_tx,
             },

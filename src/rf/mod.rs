@@ -63,6 +63,8 @@ pub mod beacon;
 pub mod driver;
 pub mod ident;
 pub mod kiss;
+pub mod msg;
+pub mod sync;
 pub mod task;
 pub mod tnc;
 

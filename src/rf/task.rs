@@ -33,8 +33,10 @@ use super::ax25::{self, Address};
 use super::beacon::{self, Beacon};
 use super::driver::{self, Link, LinkState};
 use super::ident;
+use super::msg;
+use super::sync::{Exchanges, Out, SyncStats, Timing};
 use crate::config::RfConfig;
-use crate::mesh::MeshView;
+use crate::mesh::Mesh;
 use crate::node::{Callsign, NodeId};
 
 /// The window the status view reports airtime over.
@@ -86,6 +88,8 @@ pub struct Status {
     pub last_id: Option<i64>,
     /// Stations heard (beacons or any frame), most recent first.
     pub stations: Vec<Station>,
+    /// Catalog sync over RF.
+    pub sync: SyncStats,
 }
 
 /// Airtime figures, in milliseconds.
@@ -225,8 +229,9 @@ pub struct RfParams {
     pub node_id: NodeId,
     /// The HTTP mesh port, when the node listens on a routable address.
     pub http_port: Option<u16>,
-    /// The mesh catalog's summary goes into beacons.
-    pub mesh: Arc<MeshView>,
+    /// The mesh catalog: its summary goes into beacons, records learned
+    /// over RF go into it.
+    pub mesh: Mesh,
     /// Airtime is counted there.
     pub analytics: crate::analytics::Analytics,
     /// Where the count of stations heard lately goes (the mesh task's
@@ -320,6 +325,8 @@ struct Task {
     dither: Option<(Micros, Micros)>,
     /// Info lines about stations heard: what anyone on the air can trigger.
     log_gate: LogGate,
+    /// Catalog sync and the other exchanges with stations.
+    ex: Exchanges,
 }
 
 /// At most [`LogGate::PER_MINUTE`] lines a minute; the rest go to debug.
@@ -374,6 +381,14 @@ impl Task {
             id_interval: cfg.id_interval.0.as_micros() as Micros,
         };
         let sched = Scheduler::new(params, ident::id_frame(station), 0);
+        let timing = Timing {
+            bitrate: cfg.bitrate.0,
+            overhead_us: model.overhead_us(),
+            background_budget: cfg.airtime_budget.0,
+            request_budget: cfg.request_budget.0,
+        };
+        let mut rng = SmallRng::seed_from_u64(getrandom::u64().unwrap_or(0x5eed));
+        let ex = Exchanges::new(station, cfg.paclen.0, timing, rng.random());
         {
             let mut v = view.write().expect("rf status lock");
             v.callsign = Some(station.to_string());
@@ -393,9 +408,10 @@ impl Task {
             link_state: LinkState::Connecting,
             counters: Counters::default(),
             last_id_unix: None,
-            rng: SmallRng::seed_from_u64(getrandom::u64().unwrap_or(0x5eed)),
+            rng,
             dither: None,
             log_gate: LogGate::default(),
+            ex,
         }
     }
 
@@ -439,6 +455,7 @@ impl Task {
             } else {
                 None
             };
+            let exchanges_due = self.ex.next_deadline().map(|t| self.at(t));
             tokio::select! {
                 _ = stop.cancelled() => break,
                 r = link.state.changed() => {
@@ -458,6 +475,13 @@ impl Task {
                     beacon_at = self.next_beacon();
                 }
                 _ = sleep_until_opt(wake) => {}
+                _ = sleep_until_opt(exchanges_due) => {
+                    let outs = {
+                        let cat = self.p.mesh.view.catalog.read().expect("catalog lock");
+                        self.ex.poll(self.now(), &cat)
+                    };
+                    self.carry_out(outs);
+                }
                 _ = refresh.tick() => self.publish(),
             }
         }
@@ -539,6 +563,7 @@ impl Task {
             let (records, fingerprint) = self
                 .p
                 .mesh
+                .view
                 .catalog
                 .read()
                 .expect("catalog lock")
@@ -652,7 +677,17 @@ impl Task {
         h.at = now;
         h.station.frames_heard += 1;
         h.station.last_heard = unix;
-        if let Some(b) = beacon {
+        let Some(b) = beacon else {
+            if frame.pid() == Some(msg::PID) && matches!(frame.control(), ax25::Control::Ui { .. }) {
+                let outs = {
+                    let cat = self.p.mesh.view.catalog.read().expect("catalog lock");
+                    self.ex.on_frame(src, frame.dst(), frame.info(), self.now(), &cat)
+                };
+                self.carry_out(outs);
+            }
+            return;
+        };
+        {
             if let Some(last) = h.last_seq {
                 match missed(last, b.seq) {
                     None => return, // the same beacon again (a digipeated copy)
@@ -674,6 +709,53 @@ impl Task {
             s.catalog_digest = Some(b.catalog_digest());
             s.http_port = b.http_port;
             s.key_prefix = b.key_prefix.map(hex::encode);
+        }
+        let outs = {
+            let cat = self.p.mesh.view.catalog.read().expect("catalog lock");
+            self.ex
+                .on_beacon(src, (b.records, b.fingerprint), self.now(), &cat)
+        };
+        self.carry_out(outs);
+    }
+
+    /// Does what the exchanges ask: queues their frames, hands records to
+    /// the mesh task (verified here, as records from IP peers are).
+    fn carry_out(&mut self, outs: Vec<Out>) {
+        for o in outs {
+            match o {
+                Out::Send { to, lane, frames } => {
+                    for info in frames {
+                        let frame = match ax25::Frame::ui(self.station, to, &[], msg::PID, info) {
+                            Ok(f) => f.encode(),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "RF message not sent");
+                                continue;
+                            }
+                        };
+                        let queued = match lane {
+                            Lane::Background => self.sched.push_background(frame, BgKey::STATION).map(|_| ()),
+                            Lane::Requests => self.sched.push_request(frame).map(|_| ()),
+                        };
+                        if let Err(e) = queued {
+                            // the other station asks again for what it lacks
+                            tracing::debug!(to = %to, error = %e, "RF message fragment not queued");
+                        }
+                    }
+                }
+                Out::Records { from, wire } => {
+                    let (recs, bad) = crate::sync::record::open_many(&wire, crate::identity::verify);
+                    let view = &self.p.mesh.view;
+                    view.counters
+                        .records_rejected
+                        .fetch_add(bad as u64, std::sync::atomic::Ordering::Relaxed);
+                    tracing::debug!(from = %from, records = recs.len(), rejected = bad, "catalog records heard on RF");
+                    if !recs.is_empty() {
+                        let mesh = self.p.mesh.clone();
+                        tokio::spawn(async move { mesh.push_records(recs).await });
+                    }
+                }
+                Out::HttpRequest { .. } | Out::Answer { .. } => {}
+            }
         }
     }
 
@@ -735,6 +817,7 @@ impl Task {
         v.ids_sent = self.counters.ids_sent;
         v.last_id = self.last_id_unix;
         v.stations = stations.into_iter().map(|h| h.station.clone()).collect();
+        v.sync = self.ex.stats;
     }
 }
 

@@ -185,12 +185,17 @@ impl IdSet {
 
     /// How we describe a range: ids if small (or at the deepest level), else a fingerprint.
     pub fn summarize(&self, p: Prefix) -> Summary {
+        self.summarize_leaf(p, LEAF_MAX)
+    }
+
+    /// [`IdSet::summarize`] with ids for ranges of at most `leaf_max` items.
+    pub fn summarize_leaf(&self, p: Prefix, leaf_max: u32) -> Summary {
         let (mut count, mut xor) = (0u32, 0u64);
         for id in self.range(p) {
             count += 1;
             xor ^= head(id);
         }
-        if count <= LEAF_MAX || p.depth >= MAX_DEPTH {
+        if count <= leaf_max || p.depth >= MAX_DEPTH {
             Summary::Ids(self.range(p).map(short).collect())
         } else {
             Summary::Fingerprint { count, xor }
@@ -199,9 +204,14 @@ impl IdSet {
 
     /// The first message of an exchange.
     pub fn initiate(&self) -> Vec<Range> {
+        self.initiate_leaf(LEAF_MAX)
+    }
+
+    /// [`IdSet::initiate`] with ids for ranges of at most `leaf_max` items.
+    pub fn initiate_leaf(&self, leaf_max: u32) -> Vec<Range> {
         vec![Range {
             prefix: Prefix::ROOT,
-            summary: self.summarize(Prefix::ROOT),
+            summary: self.summarize_leaf(Prefix::ROOT, leaf_max),
         }]
     }
 }
@@ -224,6 +234,16 @@ pub enum Role {
 /// Answers `msg` from `set`. Returns the reply (empty when every range is
 /// settled) and what this side learned. Invalid prefixes are skipped.
 pub fn respond(set: &IdSet, msg: &[Range], role: Role) -> (Vec<Range>, Outcome) {
+    respond_leaf(set, msg, role, LEAF_MAX)
+}
+
+/// [`respond`] with ids for ranges of at most `leaf_max` items. A smaller
+/// `leaf_max` costs more rounds and fewer bytes: a range of a few items is
+/// sent as one fingerprint (12 bytes) and split only if it differs, rather
+/// than as all its ids (8 bytes each). Packet radio, where bytes are airtime
+/// and the rounds' latency matters less, uses 2 (`rf::sync`); the two sides
+/// may use different values.
+pub fn respond_leaf(set: &IdSet, msg: &[Range], role: Role, leaf_max: u32) -> (Vec<Range>, Outcome) {
     let mut reply = Vec::new();
     let mut out = Outcome::default();
     for r in msg {
@@ -240,14 +260,14 @@ pub fn respond(set: &IdSet, msg: &[Range], role: Role) -> (Vec<Range>, Outcome) 
                     // sends ids here; a hostile one must not make us split)
                     reply.push(Range {
                         prefix: r.prefix,
-                        summary: set.summarize(r.prefix),
+                        summary: set.summarize_leaf(r.prefix, leaf_max),
                     });
                     continue;
                 }
                 for child in r.prefix.children() {
                     reply.push(Range {
                         prefix: child,
-                        summary: set.summarize(child),
+                        summary: set.summarize_leaf(child, leaf_max),
                     });
                 }
             }
