@@ -21,7 +21,8 @@
 #   - prints one line per run and the medians.
 # Everything runs on 127.0.0.1; the temp dir is removed on exit.
 #
-# Knobs (environment): REPS (2), DURATION (20s), WARMUP (5s).
+# Knobs (environment): REPS (2), DURATION (20s), WARMUP (5s), KEEP (a
+# directory to keep the callgrind files in, for callgrind_annotate).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -125,6 +126,7 @@ EOF
 	kill -TERM "$PID"
 	wait "$PID" || true
 	PID=
+	[[ -z ${KEEP:-} ]] || { mkdir -p "$KEEP" && cp "$dir/cg.out" "$KEEP/callgrind.$mode.$n.out"; }
 	local total
 	total=$(awk '/^totals:/ {print $2}' "$dir/cg.out"*)
 	[[ -n $total ]] || die "no totals in $dir/cg.out"

@@ -175,6 +175,8 @@ impl Daemon {
         tasks.spawn(async move {
             let _finished_or_panicked = analytics_task.await;
         });
+        // other stations' content requests, answered from the store
+        let (rf_serve_tx, rf_serve_rx) = tokio::sync::mpsc::channel(8);
         let (rf, rf_task) = crate::rf::spawn(
             crate::rf::RfParams {
                 cfg: cfg.rf.clone(),
@@ -185,6 +187,7 @@ impl Daemon {
                 mesh: mesh.clone(),
                 analytics: analytics.clone(),
                 stations: rf_stations_tx,
+                serve: Some(rf_serve_tx),
             },
             background.child_token(),
         );
@@ -223,6 +226,7 @@ impl Daemon {
             ingress.child_token(),
             GRACE,
         ));
+        tasks.spawn(api::rf::serve(app.clone(), rf_serve_rx));
         let dbus = crate::dbus::start(&cfg.dbus, app.clone()).await;
         let (scrub_tx, scrub_rx) = watch::channel(cfg.store.scrub_interval.0);
         tasks.spawn(scrub_loop(reader, scrub_rx, background.child_token()));

@@ -407,6 +407,7 @@ async fn the_kiss_serial_driver_through_a_pty() {
                     seq: 41,
                     http_port: None,
                     key_prefix: None,
+                    neighbours: vec![],
                 };
                 host.send(&other.frame(Address::parse("N9TST-1").unwrap()));
                 return Some((fr.src().to_string(), b.name));

@@ -25,7 +25,7 @@ const B: (&str, u8, &str) = ("N2BRV", 4, "bravo");
 fn rf_section(tnc: &str, ssid: u8) -> String {
     format!(
         "[rf]\nenabled = true\ntnc = \"{tnc}\"\nbitrate = 9600\nssid = {ssid}\n\
-         airtime_budget = 0.10\nbeacon_interval = \"2s\"\nid_interval = \"10m\"\n\
+         airtime_budget = 0.10\nbeacon_interval = \"5s\"\nid_interval = \"10m\"\n\
          paclen = 256\ntxdelay = \"100ms\"\ntxtail = \"20ms\"\n"
     )
 }
@@ -170,4 +170,116 @@ async fn catalogs_differing_by_ten_of_a_thousand_reconcile_over_rf() {
         "{on_air} bytes on the air for {ten} bytes of records"
     );
     assert!(sa["rf"]["sync"]["sessions_done"].as_u64() >= Some(1), "{sa:#}");
+}
+
+/// The third station of the relay test.
+const C: (&str, u8, &str) = ("N3CHL", 5, "charlie");
+
+/// A content GET to `n` for `http://<host>/<path>`, with its status, body
+/// and the `x-meshnode-via` header.
+async fn get(n: &TestNode, host: &str, path: &str) -> (u16, Vec<u8>, String) {
+    let r = n.get(host, path, &[]).await;
+    (
+        r.status.as_u16(),
+        r.body.to_vec(),
+        r.header("x-meshnode-via").to_string(),
+    )
+}
+
+/// Waits until `n`'s mesh catalog has `want` records.
+async fn wait_records(n: &TestNode, want: u64, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    loop {
+        let s = status(n).await;
+        if records(&s) >= want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} of {want} records within {within:?}; rf: {:#}",
+            records(&s),
+            s["rf"]
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Two stations linked only by RF: B publishes a 2 KB page, A learns it
+/// from B's catalog over the air and serves it to a client, fetched over
+/// RF byte for byte (checked against the catalog's hash on the way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_comes_over_rf_byte_for_byte() {
+    let test = "a_page_comes_over_rf_byte_for_byte";
+    if rf::skip_unless_available(test) {
+        return;
+    }
+    let ch = RfChannel::start(RfOptions {
+        stations: 2,
+        modem: 9600,
+        persist: 63,
+        ..Default::default()
+    });
+    let tnc = |i: usize| format!("kiss-tcp://{}", ch.kiss_addr(i));
+    let a = TestNode::start_named(A.0, A.2, &rf_section(&tnc(0), A.1)).await;
+    let b = TestNode::start_named(B.0, B.2, &rf_section(&tnc(1), B.1)).await;
+    let page = data(2048, 42);
+    b.publish("/page.html", &page).await;
+    wait_records(&a, 1, Duration::from_secs(90), "A learns B's page over RF").await;
+    let t = Instant::now();
+    let (st, body, via) = get(&a, "n2brv.radio", "/page.html").await;
+    println!("2 KB page over RF at 9600 bd in {:?}", t.elapsed());
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(via, "rf");
+    assert!(body == page, "the page came changed ({} bytes)", body.len());
+    let sb = status(&b).await;
+    assert_eq!(sb["rf"]["content_served"], 1, "{:#}", sb["rf"]);
+}
+
+/// Three stations in a line, the ends hidden from each other (the channel
+/// carries A–B and B–C only): C's page reaches A through B, which relays
+/// the request and the answer; the catalog got to A the same way (C → B
+/// → A, each pair reconciling).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_far_end_gets_a_page_through_the_middle_station() {
+    let test = "the_far_end_gets_a_page_through_the_middle_station";
+    if rf::skip_unless_available(test) {
+        return;
+    }
+    let ch = RfChannel::start(RfOptions {
+        stations: 3,
+        modem: 9600,
+        links: Some(vec![(0, 1), (1, 2)]),
+        persist: 63,
+        monitor: true,
+        ..Default::default()
+    });
+    let tnc = |i: usize| format!("kiss-tcp://{}", ch.kiss_addr(i));
+    let a = TestNode::start_named(A.0, A.2, &rf_section(&tnc(0), A.1)).await;
+    let b = TestNode::start_named(B.0, B.2, &rf_section(&tnc(1), B.1)).await;
+    let c = TestNode::start_named(C.0, C.2, &rf_section(&tnc(2), C.1)).await;
+    let page = data(2048, 7);
+    c.publish("/far.html", &page).await;
+    wait_records(&a, 1, Duration::from_secs(150), "A learns C's page through B").await;
+    // A hears B only, and B's beacon says it hears C
+    let sa = status(&a).await;
+    let heard: Vec<&str> = sa["rf"]["stations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["callsign"].as_str().unwrap())
+        .collect();
+    assert_eq!(heard, vec![call(B)], "A must not hear C");
+    let t = Instant::now();
+    let (st, body, via) = get(&a, "n3chl.radio", "/far.html").await;
+    println!("2 KB page over 2 RF hops at 9600 bd in {:?}", t.elapsed());
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(via, "rf");
+    assert!(body == page, "the page came changed ({} bytes)", body.len());
+    let (sb, sc) = (status(&b).await, status(&c).await);
+    assert_eq!(sb["rf"]["content_relayed"], 1, "{:#}", sb["rf"]);
+    assert_eq!(sc["rf"]["content_served"], 1, "{:#}", sc["rf"]);
+    let (ca, cb, cc) = (call(A), call(B), call(C));
+    for f in ch.monitor().frames() {
+        assert!([&ca, &cb, &cc].contains(&&f.src), "a frame from {}", f.src);
+    }
 }

@@ -234,7 +234,7 @@ pub async fn via_mesh(
     };
     let f = Forward {
         url: url.to_string(),
-        rec: Some(rec),
+        rec: Some(rec.clone()),
         to: None,
         hops_left: hop.hops_left,
         request_id: hop.request_id,
@@ -250,11 +250,16 @@ pub async fn via_mesh(
             }
             Served::from(Source::Mesh, r)
         }
-        Err(e @ ForwardError::NoRoute) => plain(
-            StatusCode::NOT_FOUND,
-            &format!("{url} is in the mesh catalog, but no node holding it is reachable ({e})\n"),
-        )
-        .into(),
+        Err(e @ ForwardError::NoRoute) => match via_rf(app, url, &rec, method).await {
+            Ok(s) => s,
+            Err(rf) => plain(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "{url} is in the mesh catalog, but no node holding it is reachable ({e}; over RF: {rf})\n"
+                ),
+            )
+            .into(),
+        },
         Err(e) => {
             tracing::debug!(url, error = %e, "routing a content request failed");
             plain(
@@ -264,6 +269,45 @@ pub async fn via_mesh(
             .into()
         }
     }
+}
+
+/// Fetches `url` from its origin node over packet radio (when no IP route
+/// reaches a holder): the RF task finds the origin's station, or one that
+/// hears it, and brings the content in chunks. The bytes are checked
+/// against the record's hash before they are served.
+async fn via_rf(app: &App, url: &str, rec: &Signed, method: &Method) -> Result<Served, String> {
+    let content = rec.record.content.as_ref().ok_or("a deletion")?;
+    let got = app.rf.fetch(url, rec.record.origin).await?;
+    let hash: [u8; 32] = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&got.body).into()
+    };
+    if hash != content.hash || got.body.len() as u64 != content.size {
+        return Err(format!(
+            "the {} bytes that came do not match the catalog's hash",
+            got.body.len()
+        ));
+    }
+    let len = got.body.len();
+    let mut r = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::ETAG, format!("\"{}\"", hex::encode(content.hash)))
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(&got.content_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+        )
+        .header(header::CONTENT_LENGTH, len)
+        .header("x-meshnode-via", "rf");
+    if let Some(h) = r.headers_mut() {
+        own_headers(h, &app.node.name);
+    }
+    let body = if method == Method::HEAD {
+        full("")
+    } else {
+        full(got.body)
+    };
+    Ok(Served::from(Source::Rf, r.body(body).expect("valid response")))
 }
 
 /// Serves a stored entry ([`Source::Store`] when it is served).

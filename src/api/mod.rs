@@ -15,6 +15,7 @@ mod control;
 mod mesh;
 pub mod ops;
 mod pages;
+pub mod rf;
 pub(crate) mod proxy;
 pub mod server;
 mod status_page;

@@ -23,7 +23,11 @@
 //!     beacons (required);
 //!   - `h=<port>`: the node's HTTP mesh port, when it has IP (optional);
 //!   - `k=<16 hex>`: the first 8 bytes of the node's key, to match the
-//!     station with a mesh peer known over IP (optional).
+//!     station with a mesh peer known over IP (optional);
+//!   - `n=<8 hex>,...`: the first 4 bytes of the keys of the meshnode
+//!     stations it hears lately, at most [`MAX_NEIGHBOURS`]: a station
+//!     that hears this one learns who it can reach through it (HTTP over RF
+//!     relays through such a station to one it cannot hear; optional).
 //!
 //!   Unknown keys are skipped (later fields in version 1), a repeated key
 //!   is an error; a later version changes the magic.
@@ -54,7 +58,12 @@ pub const MAX_LEN: usize = MAGIC.len()
     + " s=65535".len()
     + " h=65535".len()
     + " k=".len()
-    + 16;
+    + 16
+    + " n=".len()
+    + MAX_NEIGHBOURS * 9
+    - 1;
+/// Most neighbours a beacon lists.
+pub const MAX_NEIGHBOURS: usize = 6;
 /// Most `key=value` fields read (a few unknown ones from later versions fit).
 pub const MAX_FIELDS: usize = 12;
 
@@ -73,6 +82,8 @@ pub struct Beacon {
     pub http_port: Option<u16>,
     /// The first 8 bytes of the node's key.
     pub key_prefix: Option<[u8; 8]>,
+    /// The first 4 bytes of the keys of meshnode stations it hears.
+    pub neighbours: Vec<[u8; 4]>,
 }
 
 /// Why an info field or frame is not a beacon.
@@ -178,6 +189,7 @@ impl Beacon {
             seq: 0,
             http_port: None,
             key_prefix: None,
+            neighbours: Vec::new(),
         };
         let (mut c, mut s) = (false, false);
         let mut seen: Vec<&str> = Vec::new();
@@ -209,6 +221,14 @@ impl Beacon {
                     b.http_port = Some(parse_decimal(v).filter(|p: &u16| *p > 0).ok_or_else(bad)?);
                 }
                 "k" => b.key_prefix = Some(parse_hex16(v).ok_or_else(bad)?),
+                "n" => {
+                    for n in v.split(',') {
+                        if b.neighbours.len() == MAX_NEIGHBOURS {
+                            return Err(bad());
+                        }
+                        b.neighbours.push(parse_hex8(n).ok_or_else(bad)?);
+                    }
+                }
                 _ => {} // a later version-1 field
             }
         }
@@ -241,6 +261,9 @@ impl fmt::Display for Beacon {
         if let Some(k) = self.key_prefix {
             write!(f, " k={}", hex::encode(k))?;
         }
+        for (i, n) in self.neighbours.iter().take(MAX_NEIGHBOURS).enumerate() {
+            write!(f, "{}{}", if i == 0 { " n=" } else { "," }, hex::encode(n))?;
+        }
         Ok(())
     }
 }
@@ -270,6 +293,15 @@ fn parse_decimal<T: std::str::FromStr>(s: &str) -> Option<T> {
 }
 
 /// Exactly 16 lower-case hex digits.
+fn parse_hex8(s: &str) -> Option<[u8; 4]> {
+    if s.len() != 8 || s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let mut out = [0u8; 4];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
+}
+
 fn parse_hex16(s: &str) -> Option<[u8; 8]> {
     if s.len() != 16 || s.bytes().any(|b| b.is_ascii_uppercase()) {
         return None;
@@ -292,6 +324,7 @@ mod tests {
             seq: 17,
             http_port: Some(8080),
             key_prefix: Some([0x1f, 0x2e, 0x3d, 0x4c, 0x5b, 0x6a, 0x79, 0x88]),
+            neighbours: vec![],
         }
     }
 
@@ -305,6 +338,17 @@ mod tests {
         );
         assert_eq!(Beacon::decode(&info).unwrap(), b);
         assert_eq!(b.catalog_digest(), "1234-00ab12cd34ef5678");
+        let n = Beacon {
+            neighbours: vec![[1, 2, 3, 4], [0xaa, 0xbb, 0xcc, 0xdd]],
+            ..sample()
+        };
+        assert!(
+            String::from_utf8(n.encode())
+                .unwrap()
+                .ends_with(" k=1f2e3d4c5b6a7988 n=01020304,aabbccdd")
+        );
+        assert_eq!(Beacon::decode(&n.encode()).unwrap(), n);
+        assert!(Beacon::decode(b"MN1 N0CALL-x c=1-0000000000000000 s=1 n=0102").is_err());
         let frame = b.frame(Address::parse("N0CALL-10").unwrap());
         // MESHND (C bit set: a command), N0CALL-10 (last address), UI, PID F0
         assert_eq!(
@@ -373,6 +417,7 @@ mod tests {
             seq: u16::MAX,
             http_port: Some(u16::MAX),
             key_prefix: Some([0xff; 8]),
+            neighbours: vec![[0xff; 4]; MAX_NEIGHBOURS],
         };
         assert_eq!(b.encode().len(), MAX_LEN);
         assert_eq!(Beacon::decode(&b.encode()).unwrap(), b);
@@ -387,15 +432,17 @@ mod tests {
             any::<u16>(),
             prop::option::of(1u16..),
             prop::option::of(any::<[u8; 8]>()),
+            prop::collection::vec(any::<[u8; 4]>(), 0..=MAX_NEIGHBOURS),
         )
             .prop_map(
-                |(call, label, records, fingerprint, seq, http_port, key_prefix)| Beacon {
+                |(call, label, records, fingerprint, seq, http_port, key_prefix, neighbours)| Beacon {
                     name: format!("{call}-{label}"),
                     records,
                     fingerprint,
                     seq,
                     http_port,
                     key_prefix,
+                    neighbours,
                 },
             )
     }

@@ -61,6 +61,7 @@ pub mod airtime;
 pub mod ax25;
 pub mod beacon;
 pub mod driver;
+pub mod http;
 pub mod ident;
 pub mod kiss;
 pub mod msg;
@@ -68,4 +69,4 @@ pub mod sync;
 pub mod task;
 pub mod tnc;
 
-pub use task::{Rf, RfParams, Status, spawn};
+pub use task::{Fetched, Rf, RfParams, ServeReq, Status, TransferStatus, spawn};

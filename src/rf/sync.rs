@@ -26,7 +26,7 @@
 //! Nothing here does I/O or reads a clock: the RF task feeds frames,
 //! beacons and the time (µs) in, and carries out the [`Out`]s.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use super::airtime::Lane;
 use super::ax25::Address;
@@ -130,8 +130,9 @@ enum Purpose {
     Recon,
     /// Records by short id.
     Get(Vec<ShortId>),
-    /// A request of the task's ([`Exchanges::request`]).
-    Task(u64),
+    /// A request of the task's ([`Exchanges::request`]), and the answer's
+    /// expected size.
+    Task(u64, usize),
 }
 
 #[derive(Debug)]
@@ -201,6 +202,8 @@ pub struct Exchanges {
     /// Stations with a [`Purpose::Get`] under way (one at a time each).
     getting: HashMap<Address, VecDeque<ShortId>>,
     last_session: HashMap<Address, u64>,
+    /// Requests handed to the task and not answered yet.
+    handed_out: HashSet<(Address, u16)>,
     /// Counters.
     pub stats: SyncStats,
 }
@@ -222,6 +225,7 @@ impl Exchanges {
             sessions: HashMap::new(),
             getting: HashMap::new(),
             last_session: HashMap::new(),
+            handed_out: HashSet::new(),
             stats: SyncStats::default(),
         }
     }
@@ -262,24 +266,29 @@ impl Exchanges {
     /// Sends a request of the task's (e.g. HTTP over RF) of `kind`, on
     /// `lane`; its answer comes as [`Out::Answer`] with the handle
     /// returned. `Err` when the payload does not fit one message.
+    /// `back` is about how large the answer will be (for the wait).
+    #[allow(clippy::too_many_arguments)]
     pub fn request(
         &mut self,
         to: Address,
         kind: Kind,
         payload: &[u8],
         lane: Lane,
+        back: usize,
         now: u64,
     ) -> Result<(u64, Vec<Out>), msg::MsgError> {
         msg::fragment(kind, 0, payload, self.paclen)?;
         let handle = self.next_handle;
         self.next_handle += 1;
         let mut out = Vec::new();
-        self.send_request(to, kind, payload, lane, Purpose::Task(handle), now, &mut out);
+        self.send_request(to, kind, payload, lane, Purpose::Task(handle, back), now, &mut out);
         Ok((handle, out))
     }
 
-    /// Answers another station's request ([`Out::HttpRequest`]).
+    /// Answers another station's request ([`Out::HttpRequest`]); until
+    /// then, repeats of that request are not handed out again.
     pub fn answer(&mut self, to: Address, id: u16, kind: Kind, payload: &[u8], lane: Lane) -> Result<Vec<Out>, msg::MsgError> {
+        self.handed_out.remove(&(to, id));
         let frames = msg::fragment(kind, id, payload, self.paclen)?;
         Ok(vec![self.give(to, id, Kind::HttpReq, lane, frames)])
     }
@@ -400,11 +409,16 @@ impl Exchanges {
                     self.get(from, lacking, now, out);
                 }
             }
-            Kind::HttpReq => out.push(Out::HttpRequest {
-                from,
-                id,
-                payload: m.payload,
-            }),
+            Kind::HttpReq => {
+                // a repeat while the task is still at it (relaying, reading)
+                if self.handed_out.insert((from, id)) {
+                    out.push(Out::HttpRequest {
+                        from,
+                        id,
+                        payload: m.payload,
+                    });
+                }
+            }
             Kind::Missing => {
                 let Some(have) = Bitmap::decode(&m.payload) else {
                     self.stats.bad_frames += 1;
@@ -448,7 +462,7 @@ impl Exchanges {
         out: &mut Vec<Out>,
     ) {
         match (purpose, r) {
-            (Purpose::Task(handle), result) => out.push(Out::Answer { handle, result }),
+            (Purpose::Task(handle, _), result) => out.push(Out::Answer { handle, result }),
             (Purpose::Recon, Ok(payload)) => self.recon_round(peer, &payload, now, cat, out),
             (Purpose::Recon, Err(_)) => {
                 self.sessions.remove(&peer);
@@ -572,7 +586,8 @@ impl Exchanges {
         // about 250 bytes each
         let back = match &purpose {
             Purpose::Get(b) => b.len() * 250,
-            _ => payload.len().max(200),
+            Purpose::Task(_, back) => *back,
+            Purpose::Recon => payload.len().max(200),
         };
         let wait = self.timing.wait_us(lane, payload.len() + frames.len() * (msg::HEADER_LEN + 16), back);
         self.waiting.insert(

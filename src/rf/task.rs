@@ -33,7 +33,8 @@ use super::ax25::{self, Address};
 use super::beacon::{self, Beacon};
 use super::driver::{self, Link, LinkState};
 use super::ident;
-use super::msg;
+use super::http::{ContentAns, ContentReq};
+use super::msg::{self, Kind};
 use super::sync::{Exchanges, Out, SyncStats, Timing};
 use crate::config::RfConfig;
 use crate::mesh::Mesh;
@@ -51,6 +52,8 @@ const CMD_CAP: usize = 32;
 const REFRESH: Duration = Duration::from_secs(1);
 /// The first beacon goes within this (or the interval, if shorter).
 const FIRST_BEACON_MAX: Duration = Duration::from_secs(10);
+/// How long a content request id is remembered for the loop rule.
+const SEEN_FOR: Duration = Duration::from_secs(3600);
 /// A sequence number further ahead than this is a restarted station, not
 /// lost beacons.
 const MAX_SEQ_GAP: u16 = 100;
@@ -90,6 +93,12 @@ pub struct Status {
     pub stations: Vec<Station>,
     /// Catalog sync over RF.
     pub sync: SyncStats,
+    /// Content this node is fetching over RF.
+    pub transfers: Vec<TransferStatus>,
+    /// Content requests of other stations answered from this node's store.
+    pub content_served: u64,
+    /// Content requests relayed toward their holder.
+    pub content_relayed: u64,
 }
 
 /// Airtime figures, in milliseconds.
@@ -157,14 +166,56 @@ pub struct Station {
 /// Commands to the task.
 #[derive(Debug)]
 enum Cmd {
-    Send {
-        lane: Lane,
-        key: BgKey,
-        dest: Address,
-        pid: u8,
-        info: Vec<u8>,
-        reply: oneshot::Sender<Result<(), String>>,
+    /// Content from a station over RF ([`Rf::fetch`]).
+    Fetch {
+        url: String,
+        holder: NodeId,
+        reply: oneshot::Sender<Result<Fetched, String>>,
     },
+    /// The answer to a station's content request, from the node's store.
+    Served {
+        from: Address,
+        id: u16,
+        ans: ContentAns,
+    },
+}
+
+/// Content fetched over RF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// Its type.
+    pub content_type: String,
+    /// Its bytes.
+    pub body: Vec<u8>,
+}
+
+/// A station's request for content of this node's store; the daemon
+/// answers it from the store (`api::rf`), the RF task sends the answer.
+#[derive(Debug)]
+pub struct ServeReq {
+    /// The content URL.
+    pub url: String,
+    /// First byte.
+    pub start: u64,
+    /// Most bytes.
+    pub max: u32,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<ContentAns>,
+}
+
+/// A transfer in progress (`GET /api/v1/status`, `rf.transfers`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TransferStatus {
+    /// The content URL.
+    pub url: String,
+    /// The station asked (the holder, or the one that relays to it).
+    pub via: String,
+    /// Bytes received.
+    pub bytes: u64,
+    /// The content's size, once the first chunk has come.
+    pub total: Option<u64>,
+    /// Unix ms.
+    pub started: i64,
 }
 
 /// Handle on the RF task; cheap to clone.
@@ -186,27 +237,17 @@ impl Rf {
         self.stations.subscribe()
     }
 
-    /// Queues a UI frame from this station to `dest`: `Lane::Background`
-    /// waits its turn by `key` under `airtime_budget`, `Lane::Requests`
-    /// goes first come, first served under `request_budget`. The entry
-    /// point of catalog sync and HTTP over RF; the source is always this
-    /// station's callsign.
-    pub async fn send(
-        &self,
-        lane: Lane,
-        key: BgKey,
-        dest: Address,
-        pid: u8,
-        info: Vec<u8>,
-    ) -> Result<(), String> {
+    /// Fetches `url` from node `holder` over RF: from its station if this
+    /// one hears it, else through a station that hears it (its beacon
+    /// lists it), in chunks under `request_budget`; progress shows in
+    /// [`Status::transfers`]. `Err` says why not (RF off, the holder not
+    /// reachable, no answer, its status).
+    pub async fn fetch(&self, url: &str, holder: NodeId) -> Result<Fetched, String> {
         let tx = self.tx.as_ref().ok_or("RF is off")?;
         let (reply, rx) = oneshot::channel();
-        tx.send(Cmd::Send {
-            lane,
-            key,
-            dest,
-            pid,
-            info,
+        tx.send(Cmd::Fetch {
+            url: url.to_string(),
+            holder,
             reply,
         })
         .await
@@ -237,6 +278,9 @@ pub struct RfParams {
     /// Where the count of stations heard lately goes (the mesh task's
     /// network mode reads it).
     pub stations: watch::Sender<usize>,
+    /// Where other stations' content requests go to be answered from the
+    /// store (none: they get 503).
+    pub serve: Option<mpsc::Sender<ServeReq>>,
 }
 
 /// Starts the RF task (or, with RF off, says so once and returns a handle
@@ -282,7 +326,7 @@ pub fn spawn(p: RfParams, stop: CancellationToken) -> (Rf, tokio::task::JoinHand
     };
     let (tx, rx) = mpsc::channel(CMD_CAP);
     let (link, driver) = driver::spawn(p.cfg.tnc.0.clone(), stop.child_token());
-    let task = Task::new(p, station, view.clone(), stations.clone());
+    let task = Task::new(p, station, view.clone(), stations.clone(), tx.clone());
     let join = tokio::spawn(async move {
         task.run(link, rx, stop).await;
         let _finished_or_panicked = driver.await;
@@ -302,6 +346,26 @@ struct Heard {
     last_seq: Option<u16>,
     /// When last heard, on the task's clock.
     at: Instant,
+    /// From its beacons: its node key's first 8 bytes, and the first 4 of
+    /// the stations it hears.
+    key: Option<[u8; 8]>,
+    neighbours: Vec<[u8; 4]>,
+}
+
+/// What an exchange of the task's is for.
+#[derive(Debug)]
+enum Transfer {
+    /// Content this node wants, chunk by chunk.
+    Fetch {
+        req: ContentReq,
+        via: Address,
+        got: Vec<u8>,
+        total: Option<u64>,
+        started: i64,
+        reply: oneshot::Sender<Result<Fetched, String>>,
+    },
+    /// A request relayed for another station.
+    Relay { from: Address, id: u16 },
 }
 
 struct Task {
@@ -327,6 +391,17 @@ struct Task {
     log_gate: LogGate,
     /// Catalog sync and the other exchanges with stations.
     ex: Exchanges,
+    /// Transfers by the exchange handle waiting for their answer.
+    transfers: HashMap<u64, Transfer>,
+    /// Content request ids seen (relayed, asked or answered), for the loop
+    /// rule; forgotten after [`SEEN_FOR`].
+    seen: HashMap<u64, Instant>,
+    /// The task's own command queue (answers from the store come back
+    /// through it).
+    cmd_tx: mpsc::Sender<Cmd>,
+    /// Content requests answered from this node's store, relayed.
+    served: u64,
+    relayed: u64,
 }
 
 /// At most [`LogGate::PER_MINUTE`] lines a minute; the rest go to debug.
@@ -366,6 +441,7 @@ impl Task {
         station: Address,
         view: Arc<RwLock<Status>>,
         stations_tx: Arc<watch::Sender<usize>>,
+        cmd_tx: mpsc::Sender<Cmd>,
     ) -> Task {
         let cfg = &p.cfg;
         let model = Model {
@@ -412,6 +488,11 @@ impl Task {
             dither: None,
             log_gate: LogGate::default(),
             ex,
+            transfers: HashMap::new(),
+            seen: HashMap::new(),
+            cmd_tx,
+            served: 0,
+            relayed: 0,
         }
     }
 
@@ -571,6 +652,18 @@ impl Task {
                 .fingerprint();
             let mut key = [0u8; 8];
             key.copy_from_slice(&self.p.node_id.0[..8]);
+            let now = Instant::now();
+            let mut near: Vec<&Heard> = self
+                .heard
+                .values()
+                .filter(|h| h.key.is_some() && now.duration_since(h.at) < self.recent())
+                .collect();
+            near.sort_by_key(|h| std::cmp::Reverse(h.at));
+            let neighbours = near
+                .iter()
+                .take(beacon::MAX_NEIGHBOURS)
+                .filter_map(|h| h.key.map(|k| [k[0], k[1], k[2], k[3]]))
+                .collect();
             Beacon {
                 name: self.p.node_name.clone(),
                 records,
@@ -578,6 +671,7 @@ impl Task {
                 seq: self.seq,
                 http_port: self.p.http_port,
                 key_prefix: Some(key),
+                neighbours,
             }
         };
         self.seq = self.seq.wrapping_add(1);
@@ -596,27 +690,225 @@ impl Task {
 
     fn on_cmd(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Send {
-                lane,
-                key,
-                dest,
-                pid,
-                info,
-                reply,
-            } => {
-                let r = ax25::Frame::ui(self.station, dest, &[], pid, info)
-                    .map_err(|e| e.to_string())
-                    .and_then(|f| {
-                        let frame = f.encode();
-                        match lane {
-                            Lane::Background => self.sched.push_background(frame, key).map(|_| ()),
-                            Lane::Requests => self.sched.push_request(frame).map(|_| ()),
-                        }
-                        .map_err(|e| e.to_string())
-                    });
-                if reply.send(r).is_err() {
-                    tracing::debug!("RF send requester went away");
+            Cmd::Fetch { url, holder, reply } => {
+                let mut target = [0u8; 8];
+                target.copy_from_slice(&holder.0[..8]);
+                let Some(via) = self.next_hop(target, None) else {
+                    let _gone = reply.send(Err(format!(
+                        "no station heard on RF is node {} or hears it",
+                        holder.short()
+                    )));
+                    return;
+                };
+                let req = ContentReq {
+                    url,
+                    target,
+                    hops_left: crate::mesh::client::CONTENT_HOPS,
+                    request_id: self.rng.random(),
+                    start: 0,
+                    max: self.chunk(),
+                };
+                self.seen.insert(req.request_id, Instant::now());
+                let t = Transfer::Fetch {
+                    req,
+                    via,
+                    got: Vec::new(),
+                    total: None,
+                    started: crate::store::now_ms(),
+                    reply,
+                };
+                self.ask(t);
+            }
+            Cmd::Served { from, id, ans } => {
+                self.served += 1;
+                self.answer(from, id, &ans);
+            }
+        }
+    }
+
+    /// The largest chunk of content one answer carries: what fits one
+    /// message, at most 16 KiB (so progress shows and a lost answer costs
+    /// little).
+    fn chunk(&self) -> u32 {
+        let per = msg::per_fragment(self.p.cfg.paclen.0).unwrap_or(1);
+        (per * msg::MAX_FRAGMENTS)
+            .saturating_sub(ContentAns::OVERHEAD)
+            .clamp(1, 16 * 1024) as u32
+    }
+
+    /// Sends the request of a transfer (its next chunk) and keeps it until
+    /// the answer comes.
+    fn ask(&mut self, t: Transfer) {
+        let (to, req) = match &t {
+            Transfer::Fetch { req, via, .. } => (*via, req.encode()),
+            Transfer::Relay { .. } => unreachable!("relays are asked by relay()"),
+        };
+        let back = self.chunk() as usize;
+        match self.ex.request(to, Kind::HttpReq, &req, Lane::Requests, back, self.now()) {
+            Ok((handle, outs)) => {
+                self.transfers.insert(handle, t);
+                self.carry_out(outs);
+            }
+            Err(e) => {
+                if let Transfer::Fetch { reply, .. } = t {
+                    let _gone = reply.send(Err(format!("request not sent: {e}")));
                 }
+            }
+        }
+    }
+
+    /// The station to send a request for node `target` (its key's first 8
+    /// bytes) to: its own, if heard lately; else one heard lately whose
+    /// beacon lists it (the least lossy), not `except`.
+    fn next_hop(&self, target: [u8; 8], except: Option<Address>) -> Option<Address> {
+        let now = Instant::now();
+        let recent = self.recent();
+        let lately = self
+            .heard
+            .iter()
+            .filter(|(a, h)| now.duration_since(h.at) < recent && Some(**a) != except);
+        let mut best: Option<(&Address, f64)> = None;
+        for (a, h) in lately {
+            if h.key == Some(target) {
+                return Some(*a);
+            }
+            if h.neighbours.iter().any(|n| n[..] == target[..4])
+                && best.is_none_or(|(_, loss)| h.station.loss < loss)
+            {
+                best = Some((a, h.station.loss));
+            }
+        }
+        best.map(|(a, _)| *a)
+    }
+
+    /// Another station's content request: answered from the store when
+    /// this node holds it, relayed toward the holder otherwise (the IP
+    /// mesh's rules: each request id once, at most the hop limit).
+    fn on_content_request(&mut self, from: Address, id: u16, payload: &[u8]) {
+        let req = match ContentReq::decode(payload) {
+            Ok(r) => r,
+            Err(e) => return self.answer(from, id, &ContentAns::error(400, &e.to_string())),
+        };
+        let me = &self.p.node_id.0[..8];
+        if req.target[..] == *me {
+            let Some(serve) = self.p.serve.clone() else {
+                return self.answer(from, id, &ContentAns::error(503, "this node serves no content over RF"));
+            };
+            let back = self.cmd_tx.clone();
+            tokio::spawn(async move {
+                let (reply, rx) = oneshot::channel();
+                let ask = ServeReq {
+                    url: req.url,
+                    start: req.start,
+                    max: req.max,
+                    reply,
+                };
+                let ans = match serve.send(ask).await {
+                    Ok(()) => rx
+                        .await
+                        .unwrap_or_else(|_| ContentAns::error(503, "the store did not answer")),
+                    Err(_) => ContentAns::error(503, "the node is stopping"),
+                };
+                let _stopping = back.send(Cmd::Served { from, id, ans }).await;
+            });
+            return;
+        }
+        // a repeat of a request relayed before is not a loop: the exchange
+        // layer answers repeats from what it sent; a new exchange with a
+        // known request id is
+        let now = Instant::now();
+        self.seen.retain(|_, t| now.duration_since(*t) < SEEN_FOR);
+        if self.seen.insert(req.request_id, now).is_some() {
+            return self.answer(from, id, &ContentAns::error(508, "request passed this station before (a loop)"));
+        }
+        if req.hops_left == 0 {
+            return self.answer(from, id, &ContentAns::error(508, "hop limit reached"));
+        }
+        let Some(next) = self.next_hop(req.target, Some(from)) else {
+            return self.answer(
+                from,
+                id,
+                &ContentAns::error(404, &format!("{} hears no station that holds it", self.station)),
+            );
+        };
+        let fwd = ContentReq {
+            hops_left: req.hops_left - 1,
+            ..req
+        };
+        let back = fwd.max as usize;
+        match self.ex.request(next, Kind::HttpReq, &fwd.encode(), Lane::Requests, back, self.now()) {
+            Ok((handle, outs)) => {
+                self.relayed += 1;
+                self.transfers.insert(handle, Transfer::Relay { from, id });
+                self.carry_out(outs);
+            }
+            Err(e) => self.answer(from, id, &ContentAns::error(503, &e.to_string())),
+        }
+    }
+
+    fn answer(&mut self, to: Address, id: u16, ans: &ContentAns) {
+        match self.ex.answer(to, id, Kind::HttpResp, &ans.encode(), Lane::Requests) {
+            Ok(outs) => self.carry_out(outs),
+            Err(e) => tracing::warn!(to = %to, error = %e, "RF answer not sent"),
+        }
+    }
+
+    /// The answer to a transfer's request came (or it was given up).
+    fn on_answer(&mut self, handle: u64, result: Result<Vec<u8>, String>) {
+        let Some(t) = self.transfers.remove(&handle) else {
+            return;
+        };
+        match t {
+            Transfer::Relay { from, id } => {
+                let ans = match result {
+                    Ok(payload) => payload,
+                    Err(e) => ContentAns::error(504, &e).encode(),
+                };
+                if let Err(e) = self.ex.answer(from, id, Kind::HttpResp, &ans, Lane::Requests).map(|o| self.carry_out(o)) {
+                    tracing::warn!(error = %e, "relayed RF answer not sent");
+                }
+            }
+            Transfer::Fetch {
+                mut req,
+                via,
+                mut got,
+                started,
+                reply,
+                ..
+            } => {
+                let ans = match result.and_then(|p| ContentAns::decode(&p).map_err(|e| e.to_string())) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let _gone = reply.send(Err(e));
+                        return;
+                    }
+                };
+                if ans.status != 200 {
+                    let reason = String::from_utf8_lossy(&ans.body).into_owned();
+                    let _gone = reply.send(Err(format!("{} answered {}: {reason}", via, ans.status)));
+                    return;
+                }
+                got.extend_from_slice(&ans.body);
+                if got.len() as u64 >= ans.total || ans.body.is_empty() {
+                    got.truncate(ans.total as usize);
+                    let _gone = reply.send(Ok(Fetched {
+                        content_type: ans.content_type,
+                        body: got,
+                    }));
+                    return;
+                }
+                req.start = got.len() as u64;
+                // each chunk is a request of its own (the loop rule is per request)
+                req.request_id = self.rng.random();
+                self.seen.insert(req.request_id, Instant::now());
+                self.ask(Transfer::Fetch {
+                    req,
+                    via,
+                    got,
+                    total: Some(ans.total),
+                    started,
+                    reply,
+                });
             }
         }
     }
@@ -672,6 +964,8 @@ impl Task {
                 },
                 last_seq: None,
                 at: now,
+                key: None,
+                neighbours: Vec::new(),
             }
         });
         h.at = now;
@@ -709,6 +1003,8 @@ impl Task {
             s.catalog_digest = Some(b.catalog_digest());
             s.http_port = b.http_port;
             s.key_prefix = b.key_prefix.map(hex::encode);
+            h.key = b.key_prefix;
+            h.neighbours = b.neighbours.clone();
         }
         let outs = {
             let cat = self.p.mesh.view.catalog.read().expect("catalog lock");
@@ -733,7 +1029,7 @@ impl Task {
                             }
                         };
                         let queued = match lane {
-                            Lane::Background => self.sched.push_background(frame, BgKey::STATION).map(|_| ()),
+                            Lane::Background => self.sched.push_background(frame, BgKey::EXCHANGE).map(|_| ()),
                             Lane::Requests => self.sched.push_request(frame).map(|_| ()),
                         };
                         if let Err(e) = queued {
@@ -754,7 +1050,8 @@ impl Task {
                         tokio::spawn(async move { mesh.push_records(recs).await });
                     }
                 }
-                Out::HttpRequest { .. } | Out::Answer { .. } => {}
+                Out::HttpRequest { from, id, payload } => self.on_content_request(from, id, &payload),
+                Out::Answer { handle, result } => self.on_answer(handle, result),
             }
         }
     }
@@ -818,6 +1115,29 @@ impl Task {
         v.last_id = self.last_id_unix;
         v.stations = stations.into_iter().map(|h| h.station.clone()).collect();
         v.sync = self.ex.stats;
+        v.transfers = self
+            .transfers
+            .values()
+            .filter_map(|t| match t {
+                Transfer::Fetch {
+                    req,
+                    via,
+                    got,
+                    total,
+                    started,
+                    ..
+                } => Some(TransferStatus {
+                    url: req.url.clone(),
+                    via: via.to_string(),
+                    bytes: got.len() as u64,
+                    total: *total,
+                    started: *started,
+                }),
+                Transfer::Relay { .. } => None,
+            })
+            .collect();
+        v.content_served = self.served;
+        v.content_relayed = self.relayed;
     }
 }
 
