@@ -84,6 +84,9 @@ async fn the_page_is_server_rendered_and_loads_only_from_the_node() {
     assert!(html.contains("not probed (no probes configured)"));
     assert!(html.contains("No peers yet."));
     assert!(html.contains(
+        "id=\"rf-state\" class=\"state\" data-state=\"off\">Packet radio is off on this node"
+    ));
+    assert!(html.contains(
         "<tr data-url=\"http://n0call.radio/weather/today.txt\"><td class=\"url\">\
          <a href=\"/n0call.radio/weather/today.txt\">"
     ));

@@ -391,7 +391,7 @@ mod tests {
         );
         assert_eq!(e("MN1 N0CALL-x h=0"), BeaconError::BadField("h=0".into()));
         assert_eq!(e("MN1 N0CALL-x s=1\u{7f}"), BeaconError::NotText);
-        assert_eq!(e(&"MN1 ".repeat(40)), BeaconError::TooLong(160));
+        assert_eq!(e(&"MN1 ".repeat(50)), BeaconError::TooLong(200));
     }
 
     #[test]
@@ -435,14 +435,16 @@ mod tests {
             prop::collection::vec(any::<[u8; 4]>(), 0..=MAX_NEIGHBOURS),
         )
             .prop_map(
-                |(call, label, records, fingerprint, seq, http_port, key_prefix, neighbours)| Beacon {
-                    name: format!("{call}-{label}"),
-                    records,
-                    fingerprint,
-                    seq,
-                    http_port,
-                    key_prefix,
-                    neighbours,
+                |(call, label, records, fingerprint, seq, http_port, key_prefix, neighbours)| {
+                    Beacon {
+                        name: format!("{call}-{label}"),
+                        records,
+                        fingerprint,
+                        seq,
+                        http_port,
+                        key_prefix,
+                        neighbours,
+                    }
                 },
             )
     }

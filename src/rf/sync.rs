@@ -40,6 +40,8 @@ pub const MAX_TRIES: u32 = 5;
 pub const MAX_ROUNDS: u32 = 12;
 /// Records asked for in one [`Kind::GetRecords`].
 pub const GET_BATCH: usize = 16;
+/// Records asked of one station at most, waiting their turn.
+pub const MAX_WANTED: usize = 4096;
 /// Answers kept to send again.
 pub const GIVEN_MAX: usize = 32;
 /// Between two reconciliations this station leads with the same station.
@@ -244,7 +246,13 @@ impl Exchanges {
     /// Starts a reconciliation when they differ from ours and this station
     /// leads (the lower callsign), unless one is under way or ended less
     /// than [`SESSION_GAP_US`] ago.
-    pub fn on_beacon(&mut self, peer: Address, digest: (u32, u64), now: u64, cat: &MeshCatalog) -> Vec<Out> {
+    pub fn on_beacon(
+        &mut self,
+        peer: Address,
+        digest: (u32, u64),
+        now: u64,
+        cat: &MeshCatalog,
+    ) -> Vec<Out> {
         let mut out = Vec::new();
         if digest == cat.set().fingerprint()
             || self.me.to_string() >= peer.to_string()
@@ -259,7 +267,15 @@ impl Exchanges {
         self.stats.sessions += 1;
         self.sessions.insert(peer, Session::default());
         let first = recon::encode(&cat.set().initiate_leaf(LEAF_MAX));
-        self.send_request(peer, Kind::ReconReq, &first, Lane::Background, Purpose::Recon, now, &mut out);
+        self.send_request(
+            peer,
+            Kind::ReconReq,
+            &first,
+            Lane::Background,
+            Purpose::Recon,
+            now,
+            &mut out,
+        );
         out
     }
 
@@ -281,13 +297,28 @@ impl Exchanges {
         let handle = self.next_handle;
         self.next_handle += 1;
         let mut out = Vec::new();
-        self.send_request(to, kind, payload, lane, Purpose::Task(handle, back), now, &mut out);
+        self.send_request(
+            to,
+            kind,
+            payload,
+            lane,
+            Purpose::Task(handle, back),
+            now,
+            &mut out,
+        );
         Ok((handle, out))
     }
 
     /// Answers another station's request ([`Out::HttpRequest`]); until
     /// then, repeats of that request are not handed out again.
-    pub fn answer(&mut self, to: Address, id: u16, kind: Kind, payload: &[u8], lane: Lane) -> Result<Vec<Out>, msg::MsgError> {
+    pub fn answer(
+        &mut self,
+        to: Address,
+        id: u16,
+        kind: Kind,
+        payload: &[u8],
+        lane: Lane,
+    ) -> Result<Vec<Out>, msg::MsgError> {
         self.handed_out.remove(&(to, id));
         let frames = msg::fragment(kind, id, payload, self.paclen)?;
         Ok(vec![self.give(to, id, Kind::HttpReq, lane, frames)])
@@ -295,7 +326,14 @@ impl Exchanges {
 
     /// A frame heard: `dst` its destination, `info` its info field (UI,
     /// PID [`msg::PID`]). Frames for other stations are ignored.
-    pub fn on_frame(&mut self, from: Address, dst: Address, info: &[u8], now: u64, cat: &MeshCatalog) -> Vec<Out> {
+    pub fn on_frame(
+        &mut self,
+        from: Address,
+        dst: Address,
+        info: &[u8],
+        now: u64,
+        cat: &MeshCatalog,
+    ) -> Vec<Out> {
         let mut out = Vec::new();
         if !dst.same_station(self.me) || dst.ssid() != self.me.ssid() {
             return out;
@@ -308,16 +346,18 @@ impl Exchanges {
             }
         };
         // a repeated request we answered: the answer was lost, send it again
+        // (once per repeat: on its first fragment)
         if is_request(f.kind)
-            && f.index == 0
             && let Some(g) = self
                 .given
                 .iter()
                 .find(|g| g.to == from && g.id == f.id && g.request == f.kind)
         {
-            let (lane, frames) = (g.lane, g.frames.clone());
-            self.stats.fragments_resent += frames.len() as u64;
-            self.push_send(from, lane, frames, &mut out);
+            if f.index == 0 {
+                let (lane, frames) = (g.lane, g.frames.clone());
+                self.stats.fragments_resent += frames.len() as u64;
+                self.push_send(from, lane, frames, &mut out);
+            }
             return out;
         }
         // an answer's fragment that no exchange of ours waits for
@@ -348,7 +388,14 @@ impl Exchanges {
                 let w = self.waiting.remove(&(peer, id)).expect("listed above");
                 self.reasm.forget(peer, w.answer, id);
                 self.stats.exchanges_failed += 1;
-                self.end(peer, w.purpose, Err(format!("no answer from {peer} after {MAX_TRIES} tries")), now, cat, &mut out);
+                self.end(
+                    peer,
+                    w.purpose,
+                    Err(format!("no answer from {peer} after {MAX_TRIES} tries")),
+                    now,
+                    cat,
+                    &mut out,
+                );
                 continue;
             }
             w.deadline = now + w.wait;
@@ -381,7 +428,15 @@ impl Exchanges {
                         return;
                     }
                 };
-                self.answer_with(from, id, Kind::ReconReq, Kind::ReconResp, &recon::encode(&reply), Lane::Background, out);
+                self.answer_with(
+                    from,
+                    id,
+                    Kind::ReconReq,
+                    Kind::ReconResp,
+                    &recon::encode(&reply),
+                    Lane::Background,
+                    out,
+                );
             }
             Kind::GetRecords => {
                 let per = msg::per_fragment(self.paclen).expect("checked at start");
@@ -396,7 +451,15 @@ impl Exchanges {
                         wire.extend_from_slice(&w);
                     }
                 }
-                self.answer_with(from, id, Kind::GetRecords, Kind::Records, &wire, Lane::Background, out);
+                self.answer_with(
+                    from,
+                    id,
+                    Kind::GetRecords,
+                    Kind::Records,
+                    &wire,
+                    Lane::Background,
+                    out,
+                );
             }
             Kind::Hint => {
                 let lacking: Vec<ShortId> = m
@@ -483,14 +546,22 @@ impl Exchanges {
     }
 
     /// The other station answered a round of the reconciliation we lead.
-    fn recon_round(&mut self, peer: Address, payload: &[u8], now: u64, cat: &MeshCatalog, out: &mut Vec<Out>) {
+    fn recon_round(
+        &mut self,
+        peer: Address,
+        payload: &[u8],
+        now: u64,
+        cat: &MeshCatalog,
+        out: &mut Vec<Out>,
+    ) {
         let Some(mut s) = self.sessions.remove(&peer) else {
             return;
         };
         s.rounds += 1;
         let next = match recon::decode(payload) {
             Ok(reply) if !reply.is_empty() => {
-                let (next, learned) = recon::respond_leaf(cat.set(), &reply, Role::Initiator, LEAF_MAX);
+                let (next, learned) =
+                    recon::respond_leaf(cat.set(), &reply, Role::Initiator, LEAF_MAX);
                 s.need.extend(learned.need);
                 s.give.extend(learned.give);
                 next
@@ -505,7 +576,15 @@ impl Exchanges {
         if !next.is_empty() && s.rounds < MAX_ROUNDS {
             self.sessions.insert(peer, s);
             let body = recon::encode(&next);
-            self.send_request(peer, Kind::ReconReq, &body, Lane::Background, Purpose::Recon, now, out);
+            self.send_request(
+                peer,
+                Kind::ReconReq,
+                &body,
+                Lane::Background,
+                Purpose::Recon,
+                now,
+                out,
+            );
             return;
         }
         // settled: tell the other what it lacks, ask for what we lack
@@ -515,7 +594,8 @@ impl Exchanges {
             let shorts: Vec<u8> = s.give.iter().flat_map(|id| short(id)).collect();
             let per = msg::per_fragment(self.paclen).expect("checked at start") / 8 * 8;
             for part in shorts.chunks(per.max(8)) {
-                let frames = msg::fragment(Kind::Hint, self.new_id(), part, self.paclen).expect("one fragment");
+                let frames = msg::fragment(Kind::Hint, self.new_id(), part, self.paclen)
+                    .expect("one fragment");
                 self.push_send(peer, Lane::Background, frames, out);
             }
         }
@@ -529,6 +609,9 @@ impl Exchanges {
         let busy = self.getting.contains_key(&peer);
         let q = self.getting.entry(peer).or_default();
         for s in shorts {
+            if q.len() >= MAX_WANTED {
+                break; // the rest at the next reconciliation
+            }
             if !q.contains(&s) {
                 q.push_back(s);
             }
@@ -548,7 +631,15 @@ impl Exchanges {
             return;
         }
         let body: Vec<u8> = batch.iter().flatten().copied().collect();
-        self.send_request(peer, Kind::GetRecords, &body, Lane::Background, Purpose::Get(batch), now, out);
+        self.send_request(
+            peer,
+            Kind::GetRecords,
+            &body,
+            Lane::Background,
+            Purpose::Get(batch),
+            now,
+            out,
+        );
     }
 
     fn new_id(&mut self) -> u16 {
@@ -589,7 +680,11 @@ impl Exchanges {
             Purpose::Task(_, back) => *back,
             Purpose::Recon => payload.len().max(200),
         };
-        let wait = self.timing.wait_us(lane, payload.len() + frames.len() * (msg::HEADER_LEN + 16), back);
+        let wait = self.timing.wait_us(
+            lane,
+            payload.len() + frames.len() * (msg::HEADER_LEN + 16),
+            back,
+        );
         self.waiting.insert(
             (to, id),
             Waiting {
@@ -607,14 +702,30 @@ impl Exchanges {
 
     /// Sends an answer and keeps it to send again.
     #[allow(clippy::too_many_arguments)]
-    fn answer_with(&mut self, to: Address, id: u16, request: Kind, kind: Kind, payload: &[u8], lane: Lane, out: &mut Vec<Out>) {
+    fn answer_with(
+        &mut self,
+        to: Address,
+        id: u16,
+        request: Kind,
+        kind: Kind,
+        payload: &[u8],
+        lane: Lane,
+        out: &mut Vec<Out>,
+    ) {
         match msg::fragment(kind, id, payload, self.paclen) {
             Ok(frames) => out.push(self.give(to, id, request, lane, frames)),
             Err(e) => tracing::warn!(error = %e, "RF answer too large"),
         }
     }
 
-    fn give(&mut self, to: Address, id: u16, request: Kind, lane: Lane, frames: Vec<Vec<u8>>) -> Out {
+    fn give(
+        &mut self,
+        to: Address,
+        id: u16,
+        request: Kind,
+        lane: Lane,
+        frames: Vec<Vec<u8>>,
+    ) -> Out {
         self.given.retain(|g| !(g.to == to && g.id == id));
         if self.given.len() >= GIVEN_MAX {
             self.given.pop_front();
@@ -694,45 +805,70 @@ mod tests {
     /// Runs the two stations until nothing is left to do; every `lose`-th
     /// frame on the air is lost (0: none). Returns the info bytes and
     /// frames put on the air.
-    fn run(a: &mut Station, b: &mut Station, first: Vec<Out>, lose: usize, t0: u64) -> (usize, usize) {
+    fn run(
+        a: &mut Station,
+        b: &mut Station,
+        first: Vec<Out>,
+        lose: usize,
+        t0: u64,
+    ) -> (usize, usize) {
         let mut air: VecDeque<(Address, Address, Vec<u8>)> = VecDeque::new();
         let (mut bytes, mut frames, mut t) = (0, 0, t0);
-        let mut queue = |from: Address, outs: Vec<Out>, cat: &mut MeshCatalog, air: &mut VecDeque<_>| {
-            for o in outs {
-                match o {
-                    Out::Send { to, frames: fs, lane } => {
-                        assert_eq!(lane, Lane::Background, "sync pays from the background budget");
-                        for f in fs {
-                            assert!(f.len() <= 128, "a frame fits paclen");
-                            bytes += f.len();
-                            frames += 1;
-                            if lose == 0 || frames % lose != 0 {
-                                air.push_back((from, to, f));
+        let mut queue =
+            |from: Address, outs: Vec<Out>, cat: &mut MeshCatalog, air: &mut VecDeque<_>| {
+                for o in outs {
+                    match o {
+                        Out::Send {
+                            to,
+                            frames: fs,
+                            lane,
+                        } => {
+                            assert_eq!(
+                                lane,
+                                Lane::Background,
+                                "sync pays from the background budget"
+                            );
+                            for f in fs {
+                                assert!(f.len() <= 128, "a frame fits paclen");
+                                bytes += f.len();
+                                frames += 1;
+                                if lose == 0 || frames % lose != 0 {
+                                    air.push_back((from, to, f));
+                                }
                             }
                         }
-                    }
-                    Out::Records { wire, .. } => {
-                        let (recs, bad) = record::open_many(&wire, |o, body, sig| HashCrypto(*o).verify(o, body, sig));
-                        assert_eq!(bad, 0);
-                        for r in recs {
-                            cat.insert(r);
+                        Out::Records { wire, .. } => {
+                            let (recs, bad) = record::open_many(&wire, |o, body, sig| {
+                                HashCrypto(*o).verify(o, body, sig)
+                            });
+                            assert_eq!(bad, 0);
+                            for r in recs {
+                                cat.insert(r);
+                            }
                         }
+                        other => panic!("{other:?}"),
                     }
-                    other => panic!("{other:?}"),
                 }
-            }
-        };
+            };
         queue(a.addr, first, &mut a.cat, &mut air);
         for _ in 0..100_000 {
             if let Some((from, to, f)) = air.pop_front() {
                 t += 10_000;
-                let (dst, src) = if to == a.addr { (&mut *a, &*b) } else { (&mut *b, &*a) };
+                let (dst, src) = if to == a.addr {
+                    (&mut *a, &*b)
+                } else {
+                    (&mut *b, &*a)
+                };
                 assert_eq!(from, src.addr);
                 let outs = dst.ex.on_frame(from, to, &f, t, &dst.cat);
                 queue(dst.addr, outs, &mut dst.cat, &mut air);
                 continue;
             }
-            let Some(next) = [a.ex.next_deadline(), b.ex.next_deadline()].into_iter().flatten().min() else {
+            let Some(next) = [a.ex.next_deadline(), b.ex.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min()
+            else {
                 return (bytes, frames);
             };
             t = t.max(next);
@@ -774,7 +910,10 @@ mod tests {
             .map(|r| r.wire().len())
             .sum();
         // the leader is the lower callsign; the other does not start
-        assert!(b.ex.on_beacon(a.addr, a.cat.set().fingerprint(), 0, &b.cat).is_empty());
+        assert!(
+            b.ex.on_beacon(a.addr, a.cat.set().fingerprint(), 0, &b.cat)
+                .is_empty()
+        );
         let first = a.ex.on_beacon(b.addr, b.cat.set().fingerprint(), 0, &a.cat);
         let (bytes, frames) = run(&mut a, &mut b, first, 0, 0);
         assert_eq!(a.cat.set().fingerprint(), b.cat.set().fingerprint());
@@ -787,7 +926,10 @@ mod tests {
         );
         // measured 3.2x (LEAF_MAX 2; 4.1x with the IP sync's 8); the full
         // catalog would be 100x
-        assert!(bytes < 4 * record_bytes, "{bytes} B for {record_bytes} B of records");
+        assert!(
+            bytes < 4 * record_bytes,
+            "{bytes} B for {record_bytes} B of records"
+        );
         assert_eq!(a.ex.stats.sessions_done, 1);
         assert_eq!((a.ex.in_progress(), b.ex.in_progress()), (0, 0));
     }
@@ -802,7 +944,10 @@ mod tests {
         assert_eq!(a.cat.set().fingerprint(), b.cat.set().fingerprint());
         assert_eq!(a.cat.len(), 340);
         let s = (a.ex.stats, b.ex.stats);
-        assert!(s.0.missing_sent + s.1.missing_sent + s.0.resent + s.1.resent > 0, "{s:?}");
+        assert!(
+            s.0.missing_sent + s.1.missing_sent + s.0.resent + s.1.resent > 0,
+            "{s:?}"
+        );
         assert!(s.0.fragments_resent + s.1.fragments_resent > 0, "{s:?}");
     }
 
@@ -820,8 +965,63 @@ mod tests {
         }
         assert_eq!(sent as u32, MAX_TRIES, "the request and its repeats");
         assert_eq!(a.ex.stats.exchanges_failed, 1);
-        assert!(a.ex.on_beacon(b.addr, digest, t + 1, &a.cat).is_empty(), "not at once");
-        assert_eq!(a.ex.on_beacon(b.addr, digest, t + SESSION_GAP_US, &a.cat).len(), 1);
+        assert!(
+            a.ex.on_beacon(b.addr, digest, t + 1, &a.cat).is_empty(),
+            "not at once"
+        );
+        assert_eq!(
+            a.ex.on_beacon(b.addr, digest, t + SESSION_GAP_US, &a.cat)
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_content_request_is_handed_out_once_and_its_answer_comes_back() {
+        let (mut a, mut b) = pair(0, 0, 0);
+        let (handle, outs) =
+            a.ex.request(b.addr, Kind::HttpReq, b"get it", Lane::Requests, 5000, 0)
+                .unwrap();
+        let Out::Send { frames, lane, .. } = &outs[0] else {
+            panic!()
+        };
+        assert_eq!(*lane, Lane::Requests);
+        let req = frames[0].clone();
+        let got = b.ex.on_frame(a.addr, b.addr, &req, 10, &b.cat);
+        let Out::HttpRequest { id, payload, .. } = &got[0] else {
+            panic!("{got:?}")
+        };
+        assert_eq!(payload, b"get it");
+        // A asks again before B has answered: not handed out twice
+        let again = a.ex.poll(a.ex.next_deadline().unwrap(), &a.cat);
+        assert_eq!(again.len(), 1, "sent again whole");
+        assert!(b.ex.on_frame(a.addr, b.addr, &req, 20, &b.cat).is_empty());
+        let body = vec![9u8; 1000];
+        let ans =
+            b.ex.answer(a.addr, *id, Kind::HttpResp, &body, Lane::Requests)
+                .unwrap();
+        let Out::Send { frames, .. } = &ans[0] else {
+            panic!()
+        };
+        assert_eq!(frames.len(), 9, "1000 bytes in 122-byte fragments");
+        let mut result = None;
+        for f in frames.iter().rev() {
+            for o in a.ex.on_frame(b.addr, a.addr, f, 30, &a.cat) {
+                if let Out::Answer {
+                    handle: h,
+                    result: r,
+                } = o
+                {
+                    assert_eq!(h, handle);
+                    result = Some(r);
+                }
+            }
+        }
+        assert_eq!(result, Some(Ok(body)));
+        assert_eq!(a.ex.in_progress(), 0);
+        // a late repeat of the request gets the kept answer, not the task
+        let resent = b.ex.on_frame(a.addr, b.addr, &req, 40, &b.cat);
+        assert!(matches!(&resent[..], [Out::Send { frames, .. }] if frames.len() == 9));
     }
 
     #[test]

@@ -32,8 +32,8 @@ use super::airtime::{
 use super::ax25::{self, Address};
 use super::beacon::{self, Beacon};
 use super::driver::{self, Link, LinkState};
-use super::ident;
 use super::http::{ContentAns, ContentReq};
+use super::ident;
 use super::msg::{self, Kind};
 use super::sync::{Exchanges, Out, SyncStats, Timing};
 use crate::config::RfConfig;
@@ -744,7 +744,10 @@ impl Task {
             Transfer::Relay { .. } => unreachable!("relays are asked by relay()"),
         };
         let back = self.chunk() as usize;
-        match self.ex.request(to, Kind::HttpReq, &req, Lane::Requests, back, self.now()) {
+        match self
+            .ex
+            .request(to, Kind::HttpReq, &req, Lane::Requests, back, self.now())
+        {
             Ok((handle, outs)) => {
                 self.transfers.insert(handle, t);
                 self.carry_out(outs);
@@ -792,7 +795,11 @@ impl Task {
         let me = &self.p.node_id.0[..8];
         if req.target[..] == *me {
             let Some(serve) = self.p.serve.clone() else {
-                return self.answer(from, id, &ContentAns::error(503, "this node serves no content over RF"));
+                return self.answer(
+                    from,
+                    id,
+                    &ContentAns::error(503, "this node serves no content over RF"),
+                );
             };
             let back = self.cmd_tx.clone();
             tokio::spawn(async move {
@@ -819,7 +826,11 @@ impl Task {
         let now = Instant::now();
         self.seen.retain(|_, t| now.duration_since(*t) < SEEN_FOR);
         if self.seen.insert(req.request_id, now).is_some() {
-            return self.answer(from, id, &ContentAns::error(508, "request passed this station before (a loop)"));
+            return self.answer(
+                from,
+                id,
+                &ContentAns::error(508, "request passed this station before (a loop)"),
+            );
         }
         if req.hops_left == 0 {
             return self.answer(from, id, &ContentAns::error(508, "hop limit reached"));
@@ -828,7 +839,10 @@ impl Task {
             return self.answer(
                 from,
                 id,
-                &ContentAns::error(404, &format!("{} hears no station that holds it", self.station)),
+                &ContentAns::error(
+                    404,
+                    &format!("{} hears no station that holds it", self.station),
+                ),
             );
         };
         let fwd = ContentReq {
@@ -836,7 +850,14 @@ impl Task {
             ..req
         };
         let back = fwd.max as usize;
-        match self.ex.request(next, Kind::HttpReq, &fwd.encode(), Lane::Requests, back, self.now()) {
+        match self.ex.request(
+            next,
+            Kind::HttpReq,
+            &fwd.encode(),
+            Lane::Requests,
+            back,
+            self.now(),
+        ) {
             Ok((handle, outs)) => {
                 self.relayed += 1;
                 self.transfers.insert(handle, Transfer::Relay { from, id });
@@ -847,7 +868,10 @@ impl Task {
     }
 
     fn answer(&mut self, to: Address, id: u16, ans: &ContentAns) {
-        match self.ex.answer(to, id, Kind::HttpResp, &ans.encode(), Lane::Requests) {
+        match self
+            .ex
+            .answer(to, id, Kind::HttpResp, &ans.encode(), Lane::Requests)
+        {
             Ok(outs) => self.carry_out(outs),
             Err(e) => tracing::warn!(to = %to, error = %e, "RF answer not sent"),
         }
@@ -864,7 +888,11 @@ impl Task {
                     Ok(payload) => payload,
                     Err(e) => ContentAns::error(504, &e).encode(),
                 };
-                if let Err(e) = self.ex.answer(from, id, Kind::HttpResp, &ans, Lane::Requests).map(|o| self.carry_out(o)) {
+                if let Err(e) = self
+                    .ex
+                    .answer(from, id, Kind::HttpResp, &ans, Lane::Requests)
+                    .map(|o| self.carry_out(o))
+                {
                     tracing::warn!(error = %e, "relayed RF answer not sent");
                 }
             }
@@ -876,16 +904,18 @@ impl Task {
                 reply,
                 ..
             } => {
-                let ans = match result.and_then(|p| ContentAns::decode(&p).map_err(|e| e.to_string())) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        let _gone = reply.send(Err(e));
-                        return;
-                    }
-                };
+                let ans =
+                    match result.and_then(|p| ContentAns::decode(&p).map_err(|e| e.to_string())) {
+                        Ok(a) => a,
+                        Err(e) => {
+                            let _gone = reply.send(Err(e));
+                            return;
+                        }
+                    };
                 if ans.status != 200 {
                     let reason = String::from_utf8_lossy(&ans.body).into_owned();
-                    let _gone = reply.send(Err(format!("{} answered {}: {reason}", via, ans.status)));
+                    let _gone =
+                        reply.send(Err(format!("{} answered {}: {reason}", via, ans.status)));
                     return;
                 }
                 got.extend_from_slice(&ans.body);
@@ -972,10 +1002,12 @@ impl Task {
         h.station.frames_heard += 1;
         h.station.last_heard = unix;
         let Some(b) = beacon else {
-            if frame.pid() == Some(msg::PID) && matches!(frame.control(), ax25::Control::Ui { .. }) {
+            if frame.pid() == Some(msg::PID) && matches!(frame.control(), ax25::Control::Ui { .. })
+            {
                 let outs = {
                     let cat = self.p.mesh.view.catalog.read().expect("catalog lock");
-                    self.ex.on_frame(src, frame.dst(), frame.info(), self.now(), &cat)
+                    self.ex
+                        .on_frame(src, frame.dst(), frame.info(), self.now(), &cat)
                 };
                 self.carry_out(outs);
             }
@@ -1029,7 +1061,10 @@ impl Task {
                             }
                         };
                         let queued = match lane {
-                            Lane::Background => self.sched.push_background(frame, BgKey::EXCHANGE).map(|_| ()),
+                            Lane::Background => self
+                                .sched
+                                .push_background(frame, BgKey::EXCHANGE)
+                                .map(|_| ()),
                             Lane::Requests => self.sched.push_request(frame).map(|_| ()),
                         };
                         if let Err(e) = queued {
@@ -1039,7 +1074,8 @@ impl Task {
                     }
                 }
                 Out::Records { from, wire } => {
-                    let (recs, bad) = crate::sync::record::open_many(&wire, crate::identity::verify);
+                    let (recs, bad) =
+                        crate::sync::record::open_many(&wire, crate::identity::verify);
                     let view = &self.p.mesh.view;
                     view.counters
                         .records_rejected
@@ -1050,7 +1086,9 @@ impl Task {
                         tokio::spawn(async move { mesh.push_records(recs).await });
                     }
                 }
-                Out::HttpRequest { from, id, payload } => self.on_content_request(from, id, &payload),
+                Out::HttpRequest { from, id, payload } => {
+                    self.on_content_request(from, id, &payload)
+                }
                 Out::Answer { handle, result } => self.on_answer(handle, result),
             }
         }
@@ -1181,7 +1219,7 @@ mod tests {
 
     #[test]
     fn the_largest_frame_holds_a_beacon() {
-        assert_eq!(max_frame(128), 16 + 128);
+        assert_eq!(max_frame(256), 16 + 256);
         assert_eq!(max_frame(32), 16 + beacon::MAX_LEN);
     }
 

@@ -210,6 +210,9 @@ fn render(app: &App, caller: Caller, search: &str) -> String {
                 s.http.origin_fetches,
                 human_bytes(s.http.body_bytes)
             ),
+            "rf_state" => rf_line(&s).0.to_string(),
+            "rf_text" => escape(&rf_line(&s).1),
+            "rf_facts" => rf_facts(&s),
             "shaping_state" => shaping_state.to_string(),
             "shaping_text" => escape(&shaping_text),
             "shaping_facts" => shaping_facts(&s),
@@ -364,6 +367,65 @@ fn shaping_line(s: &StatusBody) -> (&'static str, String) {
             "Fair sharing is off on this node ([shaping] enabled = false).".into(),
         )
     }
+}
+
+/// The radio card's state and sentence; the script writes the same.
+fn rf_line(s: &StatusBody) -> (&'static str, String) {
+    let rf = &s.rf;
+    match (rf.enabled, rf.connected) {
+        (false, _) => (
+            "off",
+            "Packet radio is off on this node ([rf] enabled = false).".into(),
+        ),
+        (true, false) => (
+            "failed",
+            format!(
+                "The radio (TNC) is not connected: {}.",
+                rf.reason.as_deref().unwrap_or("connecting")
+            ),
+        ),
+        (true, true) => (
+            "active",
+            format!(
+                "On the air as {} at {} bit/s; {} heard.",
+                rf.callsign.as_deref().unwrap_or("?"),
+                rf.bitrate,
+                plural(rf.stations.len(), "station")
+            ),
+        ),
+    }
+}
+
+fn rf_facts(s: &StatusBody) -> String {
+    let rf = &s.rf;
+    if !rf.enabled {
+        return String::new();
+    }
+    let mut out = format!(
+        "<div><dt>Background airtime</dt><dd>{:.1} % of {:.0} % allowed</dd></div>\
+         <div><dt>Stations</dt><dd>{}</dd></div>",
+        rf.airtime.background_share * 100.0,
+        rf.airtime.background_budget * 100.0,
+        escape(
+            &rf.stations
+                .iter()
+                .map(|st| st.callsign.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    );
+    for t in &rf.transfers {
+        out.push_str(&format!(
+            "<div><dt>Fetching</dt><dd>{} via {}: {}{}</dd></div>",
+            escape(&t.url),
+            escape(&t.via),
+            human_bytes(t.bytes),
+            t.total
+                .map(|n| format!(" of {}", human_bytes(n)))
+                .unwrap_or_default()
+        ));
+    }
+    out
 }
 
 fn shaping_facts(s: &StatusBody) -> String {

@@ -145,6 +145,7 @@
       + ' (' + num(mesh.neighbours) + ' neighbour' + (mesh.neighbours === 1 ? '' : 's') + ')');
 
     renderShaping(st.shaping);
+    renderRf(st.rf);
   }
 
   function uplinkText(u) {
@@ -167,6 +168,36 @@
     if (st.mode === 'online') return 'not needed';
     if (c.failover_off) return 'failover off: ' + c.failover_off;
     return 'none reachable';
+  }
+
+  function renderRf(rf) {
+    if (!rf) return;
+    let kind, text;
+    if (!rf.enabled) {
+      kind = 'off';
+      text = 'Packet radio is off on this node ([rf] enabled = false).';
+    } else if (!rf.connected) {
+      kind = 'failed';
+      text = 'The radio (TNC) is not connected: ' + (rf.reason || 'connecting') + '.';
+    } else {
+      kind = 'active';
+      text = 'On the air as ' + (rf.callsign || '?') + ' at ' + rf.bitrate + ' bit/s; '
+        + plural(rf.stations.length, 'station') + ' heard.';
+    }
+    $('rf-state').dataset.state = kind;
+    setText('rf-state', text);
+    const facts = rf.enabled ? [
+      ['Background airtime', (rf.airtime.background_share * 100).toFixed(1) + ' % of '
+        + (rf.airtime.background_budget * 100).toFixed(0) + ' % allowed'],
+      ['Stations', rf.stations.map((s) => s.callsign).join(', ')],
+    ].concat((rf.transfers || []).map((t) => ['Fetching', t.url + ' via ' + t.via + ': '
+      + bytes(t.bytes) + (t.total == null ? '' : ' of ' + bytes(t.total))])) : [];
+    const key = JSON.stringify(facts);
+    const dl = $('rf-facts');
+    if (dl.dataset.key !== key) {
+      dl.dataset.key = key;
+      dl.replaceChildren(...facts.map(([k, v]) => el('div', null, el('dt', null, k), el('dd', null, v))));
+    }
   }
 
   function renderShaping(sh) {
