@@ -2,20 +2,20 @@
 //! `analytics.sqlite`.
 //!
 //! Requests count themselves: [`Analytics::record`] adds the response to
-//! an [`Hour`] in one of a few shards (a mutex each, the first free one is
-//! taken, so two requests rarely wait for each other), and nothing is
-//! queued, so nothing is dropped however busy the node is. Every few
-//! seconds, and before a report, the task takes the shards' hours and
-//! merges them into its own; it also samples the mesh view for peers that
-//! came and went and for the network mode. Every minute, at the end of
-//! each hour and at stop it writes the hour (at most a minute is lost in a
-//! crash).
+//! the [`Hour`] of its thread's shard (a mutex each, so two requests rarely
+//! wait for each other), and nothing is queued, so nothing is dropped
+//! however busy the node is. Every few seconds, at the turn of each hour,
+//! and before a report, the task takes the shards' counts and merges them
+//! into its own hour; it also samples the mesh view for peers that came and
+//! went and for the network mode. Every minute, at the end of each hour and
+//! at stop it writes the hour (at most a minute is lost in a crash).
 //!
 //! (The first version sent one message per response to the task through a
 //! bounded channel. At 40k requests/s on two busy cores the task fell
 //! behind and events were dropped, and each cost about 2,400 instructions
 //! against about 700 now: see BENCHMARKS.md, "Analytics overhead".)
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -69,8 +69,6 @@ impl std::fmt::Debug for ReportQuery {
 #[derive(Debug)]
 struct Counter {
     shards: [Shard; SHARDS],
-    /// Where the next request starts looking for a free shard.
-    next: AtomicUsize,
     /// Radio transmit time, milliseconds.
     airtime_ms: AtomicU64,
     /// For the network mode: a response given while not online counts as
@@ -78,56 +76,57 @@ struct Counter {
     view: Arc<MeshView>,
 }
 
-/// One shard: the hours its requests fell in (nearly always one; two
-/// around the turn of an hour). Aligned so shards do not share a cache line.
+/// One shard: what the requests of the threads that use it counted. No
+/// time is read per request: the task collects at every turn of the hour
+/// (a timer), so what a shard holds belongs to the hour being counted (a
+/// request in the few milliseconds between the turn and the collection
+/// counts for the hour before). Aligned so shards do not share a cache
+/// line.
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct Shard(Mutex<Vec<Hour>>);
+struct Shard(Mutex<Hour>);
+
+/// Hands each thread its shard, round robin.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static MY_SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn my_shard() -> usize {
+    MY_SHARD.with(|s| {
+        if s.get() == usize::MAX {
+            s.set(NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS);
+        }
+        s.get()
+    })
+}
 
 impl Counter {
     fn new(view: Arc<MeshView>) -> Self {
         Counter {
             shards: Default::default(),
-            next: AtomicUsize::new(0),
             airtime_ms: AtomicU64::new(0),
             view,
         }
     }
 
     fn add(&self, e: Event) {
-        let t = now();
         let offline = self.view.mode.read().expect("lock").mode != Mode::Online;
-        let first = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut hours = (0..SHARDS)
-            .find_map(|i| self.shards[(first + i) % SHARDS].0.try_lock().ok())
-            .unwrap_or_else(|| {
-                let s = &self.shards[first % SHARDS].0;
-                s.lock().unwrap_or_else(PoisonError::into_inner)
-            });
-        let start = hour_of(t);
-        match hours.iter_mut().rfind(|h| h.start == start) {
-            Some(h) => h.add(e, offline),
-            None => {
-                let mut h = Hour::at(t);
-                h.add(e, offline);
-                hours.push(h);
-            }
-        }
+        let mut h = self.shards[my_shard()]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        h.add(e, offline);
     }
 
-    /// Takes what the shards counted, oldest hour first.
-    fn take(&self) -> Vec<Hour> {
-        let mut all: Vec<Hour> = Vec::new();
+    /// Takes what the shards counted (an hour starting at 0).
+    fn take(&self) -> Hour {
+        let mut all = Hour::default();
         for s in &self.shards {
             let taken = std::mem::take(&mut *s.0.lock().unwrap_or_else(PoisonError::into_inner));
-            for h in taken {
-                match all.iter_mut().find(|a| a.start == h.start) {
-                    Some(a) => a.merge(h),
-                    None => all.push(h),
-                }
-            }
+            all.merge(taken);
         }
-        all.sort_by_key(|h| h.start);
         all
     }
 }
@@ -218,6 +217,16 @@ pub fn spawn(
     (Analytics { inner: Some(inner) }, join)
 }
 
+/// From now to the next whole UTC hour (and a millisecond, so the clock
+/// reads the new hour then).
+fn until_next_hour() -> Duration {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let into = Duration::from_millis((t.as_millis() % 3_600_000) as u64);
+    Duration::from_secs(3600).saturating_sub(into) + Duration::from_millis(1)
+}
+
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -253,6 +262,8 @@ impl Task {
                     self.collect().await;
                     self.write(false).await;
                 }
+                // the turn of the hour: what the shards hold is the old hour's
+                _ = tokio::time::sleep(until_next_hour()) => self.collect().await,
                 Some(q) = rx.recv() => {
                     self.collect().await;
                     self.sample();
@@ -265,29 +276,15 @@ impl Task {
         self.write(false).await;
     }
 
-    /// Merges what the requests counted into the current hour, moving on
-    /// to a new hour when the clock (or a request) has passed it. Hours
-    /// before the current one (a request counted just as the hour turned,
-    /// or a clock set back) are added to what was written of them.
+    /// Merges what the requests counted into the current hour, then moves
+    /// on to a new hour when the clock has passed it. (A clock set back
+    /// keeps counting into the later hour.)
     async fn collect(&mut self) {
         let counter = &self.inner.counter;
         self.hour.counts.rf_airtime_ms += counter.airtime_ms.swap(0, Ordering::Relaxed);
-        for h in counter.take() {
-            if h.start > self.hour.start {
-                self.advance(h.start).await;
-            }
-            if h.start == self.hour.start {
-                self.hour.merge(h);
-            } else {
-                let top = self.cfg.top;
-                self.on_db("writing analytics", move |db| {
-                    let mut old = db.load_hour(h.start)?;
-                    old.merge(h);
-                    db.write_hour(&old, top)
-                })
-                .await;
-            }
-        }
+        let mut taken = counter.take();
+        taken.start = self.hour.start;
+        self.hour.merge(taken);
         let start = hour_of(now());
         if start > self.hour.start {
             self.advance(start).await;
