@@ -13,7 +13,7 @@
 //! (The first version sent one message per response to the task through a
 //! bounded channel. At 40k requests/s on two busy cores the task fell
 //! behind and events were dropped, and each cost about 2,400 instructions
-//! against about 700 now: see BENCHMARKS.md, "Analytics overhead".)
+//! against about 500 now: see BENCHMARKS.md, "Analytics overhead".)
 
 use std::cell::Cell;
 use std::collections::BTreeSet;

@@ -19,6 +19,8 @@
 //! asks for just the fragments it lacks ([`Kind::Missing`], with a
 //! bitmap), or, with none heard, sends the request again; after
 //! [`MAX_TRIES`] it gives up, and the next differing beacon starts over.
+//! The answerer, when a request stops arriving part way, says which
+//! fragments it has in the same way, and gets only the others.
 //! The answerer keeps its last answers ([`GIVEN_MAX`]) to send again
 //! without recomputing, and answers a repeated request with the same
 //! answer.
@@ -40,6 +42,12 @@ pub const MAX_TRIES: u32 = 5;
 pub const MAX_ROUNDS: u32 = 12;
 /// Records asked for in one [`Kind::GetRecords`].
 pub const GET_BATCH: usize = 16;
+/// First byte of a [`Kind::Missing`]: the fragments of the answer with
+/// that exchange id the sender has (it asked).
+pub const MISSING_OF_ANSWER: u8 = 0;
+/// ... of the request with that id (it is answering, and the request
+/// stopped arriving part way).
+pub const MISSING_OF_REQUEST: u8 = 1;
 /// Records asked of one station at most, waiting their turn.
 pub const MAX_WANTED: usize = 4096;
 /// Answers kept to send again.
@@ -206,6 +214,9 @@ pub struct Exchanges {
     last_session: HashMap<Address, u64>,
     /// Requests handed to the task and not answered yet.
     handed_out: HashSet<(Address, u16)>,
+    /// Others' requests heard in part: when to say which fragments came,
+    /// and how often that was said.
+    nacks: HashMap<(Address, u16, Kind), (u64, u32)>,
     /// Counters.
     pub stats: SyncStats,
 }
@@ -228,6 +239,7 @@ impl Exchanges {
             getting: HashMap::new(),
             last_session: HashMap::new(),
             handed_out: HashSet::new(),
+            nacks: HashMap::new(),
             stats: SyncStats::default(),
         }
     }
@@ -239,7 +251,8 @@ impl Exchanges {
 
     /// The earliest time [`Exchanges::poll`] has something to do.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.waiting.values().map(|w| w.deadline).min()
+        let waits = self.waiting.values().map(|w| w.deadline);
+        waits.chain(self.nacks.values().map(|n| n.0)).min()
     }
 
     /// A beacon from `peer` said its catalog is `(records, fingerprint)`.
@@ -365,6 +378,31 @@ impl Exchanges {
             return out;
         }
         let pushed = self.reasm.push(from, &f, now);
+        if is_request(f.kind) {
+            let key = (from, f.id, f.kind);
+            match &pushed {
+                Pushed::Complete(_) => {
+                    self.nacks.remove(&key);
+                }
+                Pushed::Partial { .. } | Pushed::Restarted => {
+                    // the time the rest needs to come at the lane's budget
+                    let missing = self
+                        .reasm
+                        .have(from, f.kind, f.id)
+                        .map_or(0, |h| h.missing().count());
+                    let left = missing * (msg::HEADER_LEN + self.paclen);
+                    let lane = if f.kind == Kind::HttpReq {
+                        Lane::Requests
+                    } else {
+                        Lane::Background
+                    };
+                    let at = now + self.timing.wait_us(lane, left, 0);
+                    let tries = self.nacks.get(&key).map_or(0, |n| n.1);
+                    self.nacks.insert(key, (at, tries));
+                }
+                _ => {}
+            }
+        }
         if let Pushed::Complete(m) = pushed {
             self.on_message(m, now, cat, &mut out);
         }
@@ -375,6 +413,36 @@ impl Exchanges {
     pub fn poll(&mut self, now: u64, cat: &MeshCatalog) -> Vec<Out> {
         let mut out = Vec::new();
         self.reasm.expire(now.saturating_sub(PARTIAL_EXPIRY_US));
+        // requests of others that stopped arriving part way: say what came
+        let stalled: Vec<(Address, u16, Kind)> = self
+            .nacks
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for key @ (from, id, kind) in stalled {
+            let (_, tries) = self.nacks.remove(&key).expect("listed above");
+            let Some(have) = self.reasm.have(from, kind, id) else {
+                continue; // completed or dropped meanwhile
+            };
+            if tries + 1 >= MAX_TRIES {
+                continue; // the requester sends it again whole, if it still wants it
+            }
+            self.stats.missing_sent += 1;
+            let mut body = vec![MISSING_OF_REQUEST];
+            body.extend_from_slice(&have.encode());
+            let frames = msg::fragment(Kind::Missing, id, &body, self.paclen)
+                .expect("a bitmap fits one fragment");
+            let lane = if kind == Kind::HttpReq {
+                Lane::Requests
+            } else {
+                Lane::Background
+            };
+            let left = have.missing().count() * (msg::HEADER_LEN + self.paclen);
+            self.nacks
+                .insert(key, (now + self.timing.wait_us(lane, left, 64), tries + 1));
+            self.push_send(from, lane, frames, &mut out);
+        }
         let due: Vec<(Address, u16)> = self
             .waiting
             .iter()
@@ -403,7 +471,9 @@ impl Exchanges {
             match self.reasm.have(peer, answer, id) {
                 Some(have) => {
                     self.stats.missing_sent += 1;
-                    let frames = msg::fragment(Kind::Missing, id, &have.encode(), self.paclen)
+                    let mut body = vec![MISSING_OF_ANSWER];
+                    body.extend_from_slice(&have.encode());
+                    let frames = msg::fragment(Kind::Missing, id, &body, self.paclen)
                         .expect("a bitmap fits one fragment");
                     self.push_send(peer, lane, frames, &mut out);
                 }
@@ -483,10 +553,32 @@ impl Exchanges {
                 }
             }
             Kind::Missing => {
-                let Some(have) = Bitmap::decode(&m.payload) else {
+                let (which, have) = match m.payload.split_first() {
+                    Some((&w, b)) => (w, Bitmap::decode(b)),
+                    None => (0, None),
+                };
+                let Some(have) = have else {
                     self.stats.bad_frames += 1;
                     return;
                 };
+                if which == MISSING_OF_REQUEST {
+                    // the other station has part of our request: the rest
+                    if let Some(w) = self.waiting.get_mut(&(from, id)) {
+                        let frames: Vec<Vec<u8>> = w
+                            .frames
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| !have.has(*i) || have.count != w.frames.len())
+                            .map(|(_, f)| f.clone())
+                            .collect();
+                        // and the answer comes later than planned
+                        w.deadline = w.deadline.max(now + w.wait);
+                        let lane = w.lane;
+                        self.stats.fragments_resent += frames.len() as u64;
+                        self.push_send(from, lane, frames, out);
+                    }
+                    return;
+                }
                 if let Some(g) = self.given.iter().find(|g| g.to == from && g.id == id) {
                     let lane = g.lane;
                     let frames: Vec<Vec<u8>> = g
@@ -1022,6 +1114,41 @@ mod tests {
         // a late repeat of the request gets the kept answer, not the task
         let resent = b.ex.on_frame(a.addr, b.addr, &req, 40, &b.cat);
         assert!(matches!(&resent[..], [Out::Send { frames, .. }] if frames.len() == 9));
+    }
+
+    #[test]
+    fn a_request_heard_in_part_is_completed_with_only_what_is_missing() {
+        let (mut a, mut b) = pair(0, 0, 0);
+        let big = vec![5u8; 1000];
+        let (_, outs) =
+            a.ex.request(b.addr, Kind::HttpReq, &big, Lane::Requests, 100, 0)
+                .unwrap();
+        let Out::Send { frames, .. } = &outs[0] else {
+            panic!()
+        };
+        assert_eq!(frames.len(), 9);
+        for (i, f) in frames.iter().enumerate() {
+            if i != 3 {
+                assert!(b.ex.on_frame(a.addr, b.addr, f, 10, &b.cat).is_empty());
+            }
+        }
+        // B says what came before A's own wait is over
+        let nack_at = b.ex.next_deadline().unwrap();
+        assert!(nack_at < a.ex.next_deadline().unwrap());
+        let nack = b.ex.poll(nack_at, &b.cat);
+        let [Out::Send { frames: n, .. }] = &nack[..] else {
+            panic!("{nack:?}")
+        };
+        let back = a.ex.on_frame(b.addr, a.addr, &n[0], nack_at + 1, &a.cat);
+        let [Out::Send { frames: again, .. }] = &back[..] else {
+            panic!("{back:?}")
+        };
+        assert_eq!(again, &vec![frames[3].clone()], "only the lost fragment");
+        let got =
+            b.ex.on_frame(a.addr, b.addr, &again[0], nack_at + 2, &b.cat);
+        assert!(matches!(&got[..], [Out::HttpRequest { payload, .. }] if *payload == big));
+        assert_eq!((a.ex.stats.resent, a.ex.stats.fragments_resent), (0, 1));
+        assert_eq!(b.ex.stats.missing_sent, 1);
     }
 
     #[test]
