@@ -244,6 +244,45 @@ impl Topology {
             .map(|i| &self.links[i])
     }
 
+    /// Adds a link this node measured outside link-state gossip (a radio
+    /// station heard on RF): `peer` joins the nodes (with `meta`, unless
+    /// already known) and the link joins the links unless one is already
+    /// reported, where the worse kind, the mean RTT and the larger loss
+    /// win, as for two reports. For display: routing does not read it.
+    pub fn add_local(&mut self, peer: NodeId, meta: NodeMeta, report: &LinkReport) {
+        if peer == self.me {
+            return;
+        }
+        if let Err(i) = self.nodes.binary_search_by(|(id, _)| id.cmp(&peer)) {
+            self.nodes.insert(i, (peer, meta));
+        }
+        let (kind, rtt_ms, loss) = sanitised(report);
+        let (a, b) = if self.me < peer {
+            (self.me, peer)
+        } else {
+            (peer, self.me)
+        };
+        match self.links.binary_search_by(|l| (&l.a, &l.b).cmp(&(&a, &b))) {
+            Ok(i) => {
+                let l = &mut self.links[i];
+                l.kind = l.kind.merge(kind);
+                l.rtt_ms = (l.rtt_ms + rtt_ms) / 2.0;
+                l.loss = l.loss.max(loss);
+            }
+            Err(i) => self.links.insert(
+                i,
+                Link {
+                    a,
+                    b,
+                    kind,
+                    rtt_ms,
+                    loss,
+                    reported_by: 1,
+                },
+            ),
+        }
+    }
+
     /// The JSON form served by the API:
     ///
     /// ```json
@@ -407,6 +446,23 @@ mod tests {
             let topo = Topology::new(id(1), &HashMap::new(), &reports);
             assert_eq!(topo.links()[0].kind, want, "{x:?} + {y:?}");
         }
+    }
+
+    #[test]
+    fn a_radio_link_added_locally_joins_the_graph() {
+        let mut t = Topology::new(id(1), &HashMap::new(), &HashMap::new());
+        let station = NodeMeta {
+            name: Some("N2BRV-bravo".into()),
+            mode: None,
+        };
+        t.add_local(id(5), station.clone(), &report(id(5), LinkKind::Rf, 2500.0, 0.2));
+        t.add_local(id(1), NodeMeta::default(), &report(id(1), LinkKind::Rf, 1.0, 0.0));
+        assert_eq!(t.nodes().len(), 2, "self is not added again");
+        assert_eq!(t.nodes()[1], (id(5), station));
+        let l = t.link(&id(5), &id(1)).unwrap();
+        assert_eq!((l.kind, l.rtt_ms, l.loss), (LinkKind::Rf, 2500.0, 0.2));
+        let j = t.to_json();
+        assert_eq!(j["links"][0]["kind"], "rf");
     }
 
     #[test]
