@@ -93,8 +93,9 @@ async fn catalogs_differing_by_ten_of_a_thousand_reconcile_over_rf() {
     let rows = stored_records(&a);
     assert_eq!(rows.len(), COMMON);
     {
-        let db = rusqlite::Connection::open(dir.path().join("state").join(meshnode::store::DB_FILE))
-            .unwrap();
+        let db =
+            rusqlite::Connection::open(dir.path().join("state").join(meshnode::store::DB_FILE))
+                .unwrap();
         for (id, wire) in &rows {
             db.execute(
                 "INSERT OR IGNORE INTO records (id, wire) VALUES (?1, ?2)",
@@ -118,12 +119,16 @@ async fn catalogs_differing_by_ten_of_a_thousand_reconcile_over_rf() {
         .map(|(_, w)| w.len())
         .sum::<usize>();
     let b = TestNode::start_in(dir, "").await;
-    let ten = ten + stored_records(&b)
-        .iter()
-        .filter(|(id, _)| !rows.iter().any(|(r, _)| r == id))
-        .map(|(_, w)| w.len())
-        .sum::<usize>();
-    assert_eq!((records(&status(&a).await), records(&status(&b).await)), (1005, 1005));
+    let ten = ten
+        + stored_records(&b)
+            .iter()
+            .filter(|(id, _)| !rows.iter().any(|(r, _)| r == id))
+            .map(|(_, w)| w.len())
+            .sum::<usize>();
+    assert_eq!(
+        (records(&status(&a).await), records(&status(&b).await)),
+        (1005, 1005)
+    );
     let heard_before = ch.monitor().frames().len();
 
     let t = Instant::now();
@@ -169,7 +174,10 @@ async fn catalogs_differing_by_ten_of_a_thousand_reconcile_over_rf() {
         on_air <= 4 * ten,
         "{on_air} bytes on the air for {ten} bytes of records"
     );
-    assert!(sa["rf"]["sync"]["sessions_done"].as_u64() >= Some(1), "{sa:#}");
+    assert!(
+        sa["rf"]["sync"]["sessions_done"].as_u64() >= Some(1),
+        "{sa:#}"
+    );
 }
 
 /// The third station of the relay test.
@@ -259,7 +267,13 @@ async fn the_far_end_gets_a_page_through_the_middle_station() {
     let c = TestNode::start_named(C.0, C.2, &rf_section(&tnc(2), C.1)).await;
     let page = data(2048, 7);
     c.publish("/far.html", &page).await;
-    wait_records(&a, 1, Duration::from_secs(150), "A learns C's page through B").await;
+    wait_records(
+        &a,
+        1,
+        Duration::from_secs(150),
+        "A learns C's page through B",
+    )
+    .await;
     // A hears B only, and B's beacon says it hears C
     let sa = status(&a).await;
     let heard: Vec<&str> = sa["rf"]["stations"]

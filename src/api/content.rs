@@ -307,7 +307,10 @@ async fn via_rf(app: &App, url: &str, rec: &Signed, method: &Method) -> Result<S
     } else {
         full(got.body)
     };
-    Ok(Served::from(Source::Rf, r.body(body).expect("valid response")))
+    Ok(Served::from(
+        Source::Rf,
+        r.body(body).expect("valid response"),
+    ))
 }
 
 /// Serves a stored entry ([`Source::Store`] when it is served).

@@ -15,8 +15,8 @@ mod control;
 mod mesh;
 pub mod ops;
 mod pages;
-pub mod rf;
 pub(crate) mod proxy;
+pub mod rf;
 pub mod server;
 mod status_page;
 

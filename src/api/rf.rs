@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
-use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::Method;
+use hyper::header::{self, HeaderMap, HeaderValue};
 use tokio::sync::mpsc;
 
 use super::App;
@@ -50,7 +50,9 @@ async fn answer(app: &App, url: &str, start: u64, max: u32) -> ContentAns {
         header::RANGE,
         HeaderValue::from_str(&format!("bytes={start}-{end}")).expect("ascii"),
     );
-    let r = super::content::serve_entry(app, live, &Method::GET, &h).await.resp;
+    let r = super::content::serve_entry(app, live, &Method::GET, &h)
+        .await
+        .resp;
     if !r.status().is_success() {
         return ContentAns::error(503, &format!("reading it failed ({})", r.status()));
     }

@@ -435,14 +435,16 @@ mod tests {
             prop::collection::vec(any::<[u8; 4]>(), 0..=MAX_NEIGHBOURS),
         )
             .prop_map(
-                |(call, label, records, fingerprint, seq, http_port, key_prefix, neighbours)| Beacon {
-                    name: format!("{call}-{label}"),
-                    records,
-                    fingerprint,
-                    seq,
-                    http_port,
-                    key_prefix,
-                    neighbours,
+                |(call, label, records, fingerprint, seq, http_port, key_prefix, neighbours)| {
+                    Beacon {
+                        name: format!("{call}-{label}"),
+                        records,
+                        fingerprint,
+                        seq,
+                        http_port,
+                        key_prefix,
+                        neighbours,
+                    }
                 },
             )
     }

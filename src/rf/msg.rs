@@ -171,7 +171,12 @@ pub fn per_fragment(paclen: usize) -> Result<usize, MsgError> {
 
 /// The info fields of `payload` as message `kind`/`id`, each at most
 /// `paclen` bytes. An empty payload is one empty fragment.
-pub fn fragment(kind: Kind, id: u16, payload: &[u8], paclen: usize) -> Result<Vec<Vec<u8>>, MsgError> {
+pub fn fragment(
+    kind: Kind,
+    id: u16,
+    payload: &[u8],
+    paclen: usize,
+) -> Result<Vec<Vec<u8>>, MsgError> {
     let per = per_fragment(paclen)?;
     let count = payload.len().div_ceil(per).max(1);
     if count > MAX_FRAGMENTS {
@@ -447,15 +452,27 @@ mod tests {
             ]
         );
         let d = Fragment::decode(&f[1]).unwrap();
-        assert_eq!((d.kind, d.id, d.index, d.count, d.data), (Kind::Records, 0x1234, 1, 2, &b"efgh"[..]));
-        assert_eq!(fragment(Kind::Hint, 1, b"", 10).unwrap(), vec![b"M\x15\x00\x01\x00\x00".to_vec()]);
+        assert_eq!(
+            (d.kind, d.id, d.index, d.count, d.data),
+            (Kind::Records, 0x1234, 1, 2, &b"efgh"[..])
+        );
+        assert_eq!(
+            fragment(Kind::Hint, 1, b"", 10).unwrap(),
+            vec![b"M\x15\x00\x01\x00\x00".to_vec()]
+        );
     }
 
     #[test]
     fn bad_info_fields_say_why() {
         assert_eq!(Fragment::decode(b"M\x14"), Err(MsgError::Short(2)));
-        assert_eq!(Fragment::decode(b"!=4903.50N"), Err(MsgError::NotOurs(b'!')));
-        assert_eq!(Fragment::decode(b"M\x24\0\0\0\0"), Err(MsgError::Version(2)));
+        assert_eq!(
+            Fragment::decode(b"!=4903.50N"),
+            Err(MsgError::NotOurs(b'!'))
+        );
+        assert_eq!(
+            Fragment::decode(b"M\x24\0\0\0\0"),
+            Err(MsgError::Version(2))
+        );
         assert_eq!(Fragment::decode(b"M\x1f\0\0\0\0"), Err(MsgError::Kind(15)));
         assert_eq!(
             Fragment::decode(b"M\x14\0\0\x02\x01"),
@@ -506,9 +523,16 @@ mod tests {
             let from = Address::new(&format!("T{s}"), 0).unwrap();
             let f = fragment(Kind::Records, u16::from(s), &vec![s; 250 * 200], 256).unwrap();
             for (i, frag) in f.iter().enumerate().take(199) {
-                r.push(from, &Fragment::decode(frag).unwrap(), u64::from(s) * 1000 + i as u64);
+                r.push(
+                    from,
+                    &Fragment::decode(frag).unwrap(),
+                    u64::from(s) * 1000 + i as u64,
+                );
                 let (n, bytes) = r.held();
-                assert!(n <= MAX_PARTIAL && bytes <= MAX_PARTIAL_BYTES, "{n} {bytes}");
+                assert!(
+                    n <= MAX_PARTIAL && bytes <= MAX_PARTIAL_BYTES,
+                    "{n} {bytes}"
+                );
             }
         }
         assert!(r.evicted > 0);
@@ -523,7 +547,10 @@ mod tests {
         let f3 = fragment(Kind::Records, 1, &[1; 30], 16).unwrap();
         let f2 = fragment(Kind::Records, 1, &[2; 20], 16).unwrap();
         r.push(from, &Fragment::decode(&f3[0]).unwrap(), 0);
-        assert_eq!(r.push(from, &Fragment::decode(&f2[0]).unwrap(), 1), Pushed::Restarted);
+        assert_eq!(
+            r.push(from, &Fragment::decode(&f2[0]).unwrap(), 1),
+            Pushed::Restarted
+        );
         match r.push(from, &Fragment::decode(&f2[1]).unwrap(), 2) {
             Pushed::Complete(m) => assert_eq!(m.payload, vec![2; 20]),
             other => panic!("{other:?}"),

@@ -243,7 +243,12 @@ pub fn respond(set: &IdSet, msg: &[Range], role: Role) -> (Vec<Range>, Outcome) 
 /// than as all its ids (8 bytes each). Packet radio, where bytes are airtime
 /// and the rounds' latency matters less, uses 2 (`rf::sync`); the two sides
 /// may use different values.
-pub fn respond_leaf(set: &IdSet, msg: &[Range], role: Role, leaf_max: u32) -> (Vec<Range>, Outcome) {
+pub fn respond_leaf(
+    set: &IdSet,
+    msg: &[Range],
+    role: Role,
+    leaf_max: u32,
+) -> (Vec<Range>, Outcome) {
     let mut reply = Vec::new();
     let mut out = Outcome::default();
     for r in msg {
