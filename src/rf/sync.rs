@@ -48,11 +48,12 @@ pub const SESSION_GAP_US: u64 = 30_000_000;
 /// ones as a fingerprint ([`recon::respond_leaf`]). Measured on 1,000 records
 /// differing by 10 (the test below): see [`LEAF_MAX`]'s use there.
 pub const LEAF_MAX: u32 = 2;
-/// A message with no new fragment for this long is dropped. Longer than a
-/// try of the largest exchange takes at 1200 bd and a 5 % budget (a 3 KB
-/// message waits about 16 minutes), so a repeat finds the fragments heard
-/// the first time; room is bounded by [`msg::MAX_PARTIAL_BYTES`] anyway.
-pub const PARTIAL_EXPIRY_US: u64 = 3_600_000_000;
+/// A message with no new fragment for this long is dropped. Longer than
+/// two tries of the largest exchange take at 1200 bd and a 5 % budget (a
+/// 3 KB message and its answer wait about half an hour,
+/// [`Timing::wait_us`]), so a repeat finds the fragments heard the first
+/// time; room is bounded by [`msg::MAX_PARTIAL_BYTES`] anyway.
+pub const PARTIAL_EXPIRY_US: u64 = 7_200_000_000;
 
 /// Airtime facts for the waits.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -65,24 +66,53 @@ pub struct Timing {
     pub background_budget: f64,
     /// The share requests may use (`request_budget`).
     pub request_budget: f64,
+    /// Info bytes per frame (`paclen`).
+    pub paclen: usize,
 }
 
 impl Timing {
-    /// How long to wait for an answer of about `back` bytes to a request of
-    /// `out` bytes on `lane`: both ways at the lane's budget (the other
-    /// station is assumed to run the same one), one transmission's overhead
-    /// each way, and 3 s for the stations' queues and the channel.
+    /// How long to wait for an answer of about `back` payload bytes to a
+    /// request of `out` payload bytes on `lane`, when nothing is lost:
+    /// every fragment both ways in a transmission of its own (a lane's
+    /// bucket holds one burst of the largest frame), each paying its
+    /// AX.25 and message headers and one preamble and tail, at the lane's
+    /// budget (the other station is assumed to run the same one), plus the
+    /// RF task's random wait before each ([`random_wait_mean_us`]), plus
+    /// one transmission's refill on each side (a bucket just spent), a
+    /// quarter more for the channel's access and the stations' queues,
+    /// and 3 s.
+    ///
+    /// Measured on the test channel before this counted the preamble per
+    /// fragment: a 16 KiB answer at 9600 bd and a 0.5 budget took 91 s
+    /// against a wait of 34 s, so the requester asked for the "missing"
+    /// fragments twice while they were still on their way, and the
+    /// answerer queued 121 of its 135 fragments a second time.
     pub fn wait_us(&self, lane: Lane, out: usize, back: usize) -> u64 {
         let budget = match lane {
             Lane::Background => self.background_budget,
             Lane::Requests => self.request_budget,
         }
         .clamp(0.001, 1.0);
-        // 8 bits a byte, a tenth more for bit stuffing and frame headers
-        let bits = (out + back) as f64 * 8.8;
-        let air = bits * 1e6 / self.bitrate.max(1) as f64 + 2.0 * self.overhead_us as f64;
-        (air / budget) as u64 + 3_000_000
+        let per = self.paclen.saturating_sub(msg::HEADER_LEN).max(1);
+        let frames = out.div_ceil(per).max(1) + back.div_ceil(per).max(1);
+        let transmissions = (frames + 2) as f64;
+        // 8 bits a byte and a tenth more for bit stuffing, of the payload
+        // and each frame's headers, FCS and closing flag
+        let bits = (out + back + frames * (AX25_HEADER + msg::HEADER_LEN + 3)) as f64 * 8.8;
+        let air = bits * 1e6 / self.bitrate.max(1) as f64 + transmissions * self.overhead_us as f64;
+        let pause = transmissions * random_wait_mean_us(self.overhead_us) as f64;
+        ((air / budget + pause) * 1.25) as u64 + 3_000_000
     }
+}
+
+/// AX.25 header of a UI frame without digipeaters: two addresses, control
+/// and PID.
+const AX25_HEADER: usize = 16;
+
+/// The mean of the RF task's random extra wait before a transmission that
+/// waited for airtime: half of max(3 x (TXDELAY + TXTAIL), 150 ms).
+pub fn random_wait_mean_us(overhead_us: u64) -> u64 {
+    (3 * overhead_us).max(150_000) / 2
 }
 
 /// What the RF task is to do.
@@ -244,7 +274,13 @@ impl Exchanges {
     /// Starts a reconciliation when they differ from ours and this station
     /// leads (the lower callsign), unless one is under way or ended less
     /// than [`SESSION_GAP_US`] ago.
-    pub fn on_beacon(&mut self, peer: Address, digest: (u32, u64), now: u64, cat: &MeshCatalog) -> Vec<Out> {
+    pub fn on_beacon(
+        &mut self,
+        peer: Address,
+        digest: (u32, u64),
+        now: u64,
+        cat: &MeshCatalog,
+    ) -> Vec<Out> {
         let mut out = Vec::new();
         if digest == cat.set().fingerprint()
             || self.me.to_string() >= peer.to_string()
@@ -259,7 +295,15 @@ impl Exchanges {
         self.stats.sessions += 1;
         self.sessions.insert(peer, Session::default());
         let first = recon::encode(&cat.set().initiate_leaf(LEAF_MAX));
-        self.send_request(peer, Kind::ReconReq, &first, Lane::Background, Purpose::Recon, now, &mut out);
+        self.send_request(
+            peer,
+            Kind::ReconReq,
+            &first,
+            Lane::Background,
+            Purpose::Recon,
+            now,
+            &mut out,
+        );
         out
     }
 
@@ -281,13 +325,28 @@ impl Exchanges {
         let handle = self.next_handle;
         self.next_handle += 1;
         let mut out = Vec::new();
-        self.send_request(to, kind, payload, lane, Purpose::Task(handle, back), now, &mut out);
+        self.send_request(
+            to,
+            kind,
+            payload,
+            lane,
+            Purpose::Task(handle, back),
+            now,
+            &mut out,
+        );
         Ok((handle, out))
     }
 
     /// Answers another station's request ([`Out::HttpRequest`]); until
     /// then, repeats of that request are not handed out again.
-    pub fn answer(&mut self, to: Address, id: u16, kind: Kind, payload: &[u8], lane: Lane) -> Result<Vec<Out>, msg::MsgError> {
+    pub fn answer(
+        &mut self,
+        to: Address,
+        id: u16,
+        kind: Kind,
+        payload: &[u8],
+        lane: Lane,
+    ) -> Result<Vec<Out>, msg::MsgError> {
         self.handed_out.remove(&(to, id));
         let frames = msg::fragment(kind, id, payload, self.paclen)?;
         Ok(vec![self.give(to, id, Kind::HttpReq, lane, frames)])
@@ -295,7 +354,14 @@ impl Exchanges {
 
     /// A frame heard: `dst` its destination, `info` its info field (UI,
     /// PID [`msg::PID`]). Frames for other stations are ignored.
-    pub fn on_frame(&mut self, from: Address, dst: Address, info: &[u8], now: u64, cat: &MeshCatalog) -> Vec<Out> {
+    pub fn on_frame(
+        &mut self,
+        from: Address,
+        dst: Address,
+        info: &[u8],
+        now: u64,
+        cat: &MeshCatalog,
+    ) -> Vec<Out> {
         let mut out = Vec::new();
         if !dst.same_station(self.me) || dst.ssid() != self.me.ssid() {
             return out;
@@ -348,7 +414,14 @@ impl Exchanges {
                 let w = self.waiting.remove(&(peer, id)).expect("listed above");
                 self.reasm.forget(peer, w.answer, id);
                 self.stats.exchanges_failed += 1;
-                self.end(peer, w.purpose, Err(format!("no answer from {peer} after {MAX_TRIES} tries")), now, cat, &mut out);
+                self.end(
+                    peer,
+                    w.purpose,
+                    Err(format!("no answer from {peer} after {MAX_TRIES} tries")),
+                    now,
+                    cat,
+                    &mut out,
+                );
                 continue;
             }
             w.deadline = now + w.wait;
@@ -381,7 +454,15 @@ impl Exchanges {
                         return;
                     }
                 };
-                self.answer_with(from, id, Kind::ReconReq, Kind::ReconResp, &recon::encode(&reply), Lane::Background, out);
+                self.answer_with(
+                    from,
+                    id,
+                    Kind::ReconReq,
+                    Kind::ReconResp,
+                    &recon::encode(&reply),
+                    Lane::Background,
+                    out,
+                );
             }
             Kind::GetRecords => {
                 let per = msg::per_fragment(self.paclen).expect("checked at start");
@@ -396,7 +477,15 @@ impl Exchanges {
                         wire.extend_from_slice(&w);
                     }
                 }
-                self.answer_with(from, id, Kind::GetRecords, Kind::Records, &wire, Lane::Background, out);
+                self.answer_with(
+                    from,
+                    id,
+                    Kind::GetRecords,
+                    Kind::Records,
+                    &wire,
+                    Lane::Background,
+                    out,
+                );
             }
             Kind::Hint => {
                 let lacking: Vec<ShortId> = m
@@ -483,14 +572,22 @@ impl Exchanges {
     }
 
     /// The other station answered a round of the reconciliation we lead.
-    fn recon_round(&mut self, peer: Address, payload: &[u8], now: u64, cat: &MeshCatalog, out: &mut Vec<Out>) {
+    fn recon_round(
+        &mut self,
+        peer: Address,
+        payload: &[u8],
+        now: u64,
+        cat: &MeshCatalog,
+        out: &mut Vec<Out>,
+    ) {
         let Some(mut s) = self.sessions.remove(&peer) else {
             return;
         };
         s.rounds += 1;
         let next = match recon::decode(payload) {
             Ok(reply) if !reply.is_empty() => {
-                let (next, learned) = recon::respond_leaf(cat.set(), &reply, Role::Initiator, LEAF_MAX);
+                let (next, learned) =
+                    recon::respond_leaf(cat.set(), &reply, Role::Initiator, LEAF_MAX);
                 s.need.extend(learned.need);
                 s.give.extend(learned.give);
                 next
@@ -505,7 +602,15 @@ impl Exchanges {
         if !next.is_empty() && s.rounds < MAX_ROUNDS {
             self.sessions.insert(peer, s);
             let body = recon::encode(&next);
-            self.send_request(peer, Kind::ReconReq, &body, Lane::Background, Purpose::Recon, now, out);
+            self.send_request(
+                peer,
+                Kind::ReconReq,
+                &body,
+                Lane::Background,
+                Purpose::Recon,
+                now,
+                out,
+            );
             return;
         }
         // settled: tell the other what it lacks, ask for what we lack
@@ -515,7 +620,8 @@ impl Exchanges {
             let shorts: Vec<u8> = s.give.iter().flat_map(|id| short(id)).collect();
             let per = msg::per_fragment(self.paclen).expect("checked at start") / 8 * 8;
             for part in shorts.chunks(per.max(8)) {
-                let frames = msg::fragment(Kind::Hint, self.new_id(), part, self.paclen).expect("one fragment");
+                let frames = msg::fragment(Kind::Hint, self.new_id(), part, self.paclen)
+                    .expect("one fragment");
                 self.push_send(peer, Lane::Background, frames, out);
             }
         }
@@ -548,7 +654,15 @@ impl Exchanges {
             return;
         }
         let body: Vec<u8> = batch.iter().flatten().copied().collect();
-        self.send_request(peer, Kind::GetRecords, &body, Lane::Background, Purpose::Get(batch), now, out);
+        self.send_request(
+            peer,
+            Kind::GetRecords,
+            &body,
+            Lane::Background,
+            Purpose::Get(batch),
+            now,
+            out,
+        );
     }
 
     fn new_id(&mut self) -> u16 {
@@ -589,7 +703,7 @@ impl Exchanges {
             Purpose::Task(_, back) => *back,
             Purpose::Recon => payload.len().max(200),
         };
-        let wait = self.timing.wait_us(lane, payload.len() + frames.len() * (msg::HEADER_LEN + 16), back);
+        let wait = self.timing.wait_us(lane, payload.len(), back);
         self.waiting.insert(
             (to, id),
             Waiting {
@@ -607,14 +721,30 @@ impl Exchanges {
 
     /// Sends an answer and keeps it to send again.
     #[allow(clippy::too_many_arguments)]
-    fn answer_with(&mut self, to: Address, id: u16, request: Kind, kind: Kind, payload: &[u8], lane: Lane, out: &mut Vec<Out>) {
+    fn answer_with(
+        &mut self,
+        to: Address,
+        id: u16,
+        request: Kind,
+        kind: Kind,
+        payload: &[u8],
+        lane: Lane,
+        out: &mut Vec<Out>,
+    ) {
         match msg::fragment(kind, id, payload, self.paclen) {
             Ok(frames) => out.push(self.give(to, id, request, lane, frames)),
             Err(e) => tracing::warn!(error = %e, "RF answer too large"),
         }
     }
 
-    fn give(&mut self, to: Address, id: u16, request: Kind, lane: Lane, frames: Vec<Vec<u8>>) -> Out {
+    fn give(
+        &mut self,
+        to: Address,
+        id: u16,
+        request: Kind,
+        lane: Lane,
+        frames: Vec<Vec<u8>>,
+    ) -> Out {
         self.given.retain(|g| !(g.to == to && g.id == id));
         if self.given.len() >= GIVEN_MAX {
             self.given.pop_front();
@@ -682,6 +812,7 @@ mod tests {
             overhead_us: 400_000,
             background_budget: 0.05,
             request_budget: 0.5,
+            paclen: 128,
         }
     }
 
@@ -694,45 +825,70 @@ mod tests {
     /// Runs the two stations until nothing is left to do; every `lose`-th
     /// frame on the air is lost (0: none). Returns the info bytes and
     /// frames put on the air.
-    fn run(a: &mut Station, b: &mut Station, first: Vec<Out>, lose: usize, t0: u64) -> (usize, usize) {
+    fn run(
+        a: &mut Station,
+        b: &mut Station,
+        first: Vec<Out>,
+        lose: usize,
+        t0: u64,
+    ) -> (usize, usize) {
         let mut air: VecDeque<(Address, Address, Vec<u8>)> = VecDeque::new();
         let (mut bytes, mut frames, mut t) = (0, 0, t0);
-        let mut queue = |from: Address, outs: Vec<Out>, cat: &mut MeshCatalog, air: &mut VecDeque<_>| {
-            for o in outs {
-                match o {
-                    Out::Send { to, frames: fs, lane } => {
-                        assert_eq!(lane, Lane::Background, "sync pays from the background budget");
-                        for f in fs {
-                            assert!(f.len() <= 128, "a frame fits paclen");
-                            bytes += f.len();
-                            frames += 1;
-                            if lose == 0 || frames % lose != 0 {
-                                air.push_back((from, to, f));
+        let mut queue =
+            |from: Address, outs: Vec<Out>, cat: &mut MeshCatalog, air: &mut VecDeque<_>| {
+                for o in outs {
+                    match o {
+                        Out::Send {
+                            to,
+                            frames: fs,
+                            lane,
+                        } => {
+                            assert_eq!(
+                                lane,
+                                Lane::Background,
+                                "sync pays from the background budget"
+                            );
+                            for f in fs {
+                                assert!(f.len() <= 128, "a frame fits paclen");
+                                bytes += f.len();
+                                frames += 1;
+                                if lose == 0 || frames % lose != 0 {
+                                    air.push_back((from, to, f));
+                                }
                             }
                         }
-                    }
-                    Out::Records { wire, .. } => {
-                        let (recs, bad) = record::open_many(&wire, |o, body, sig| HashCrypto(*o).verify(o, body, sig));
-                        assert_eq!(bad, 0);
-                        for r in recs {
-                            cat.insert(r);
+                        Out::Records { wire, .. } => {
+                            let (recs, bad) = record::open_many(&wire, |o, body, sig| {
+                                HashCrypto(*o).verify(o, body, sig)
+                            });
+                            assert_eq!(bad, 0);
+                            for r in recs {
+                                cat.insert(r);
+                            }
                         }
+                        other => panic!("{other:?}"),
                     }
-                    other => panic!("{other:?}"),
                 }
-            }
-        };
+            };
         queue(a.addr, first, &mut a.cat, &mut air);
         for _ in 0..100_000 {
             if let Some((from, to, f)) = air.pop_front() {
                 t += 10_000;
-                let (dst, src) = if to == a.addr { (&mut *a, &*b) } else { (&mut *b, &*a) };
+                let (dst, src) = if to == a.addr {
+                    (&mut *a, &*b)
+                } else {
+                    (&mut *b, &*a)
+                };
                 assert_eq!(from, src.addr);
                 let outs = dst.ex.on_frame(from, to, &f, t, &dst.cat);
                 queue(dst.addr, outs, &mut dst.cat, &mut air);
                 continue;
             }
-            let Some(next) = [a.ex.next_deadline(), b.ex.next_deadline()].into_iter().flatten().min() else {
+            let Some(next) = [a.ex.next_deadline(), b.ex.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min()
+            else {
                 return (bytes, frames);
             };
             t = t.max(next);
@@ -774,7 +930,10 @@ mod tests {
             .map(|r| r.wire().len())
             .sum();
         // the leader is the lower callsign; the other does not start
-        assert!(b.ex.on_beacon(a.addr, a.cat.set().fingerprint(), 0, &b.cat).is_empty());
+        assert!(
+            b.ex.on_beacon(a.addr, a.cat.set().fingerprint(), 0, &b.cat)
+                .is_empty()
+        );
         let first = a.ex.on_beacon(b.addr, b.cat.set().fingerprint(), 0, &a.cat);
         let (bytes, frames) = run(&mut a, &mut b, first, 0, 0);
         assert_eq!(a.cat.set().fingerprint(), b.cat.set().fingerprint());
@@ -787,7 +946,10 @@ mod tests {
         );
         // measured 3.2x (LEAF_MAX 2; 4.1x with the IP sync's 8); the full
         // catalog would be 100x
-        assert!(bytes < 4 * record_bytes, "{bytes} B for {record_bytes} B of records");
+        assert!(
+            bytes < 4 * record_bytes,
+            "{bytes} B for {record_bytes} B of records"
+        );
         assert_eq!(a.ex.stats.sessions_done, 1);
         assert_eq!((a.ex.in_progress(), b.ex.in_progress()), (0, 0));
     }
@@ -802,7 +964,10 @@ mod tests {
         assert_eq!(a.cat.set().fingerprint(), b.cat.set().fingerprint());
         assert_eq!(a.cat.len(), 340);
         let s = (a.ex.stats, b.ex.stats);
-        assert!(s.0.missing_sent + s.1.missing_sent + s.0.resent + s.1.resent > 0, "{s:?}");
+        assert!(
+            s.0.missing_sent + s.1.missing_sent + s.0.resent + s.1.resent > 0,
+            "{s:?}"
+        );
         assert!(s.0.fragments_resent + s.1.fragments_resent > 0, "{s:?}");
     }
 
@@ -820,16 +985,47 @@ mod tests {
         }
         assert_eq!(sent as u32, MAX_TRIES, "the request and its repeats");
         assert_eq!(a.ex.stats.exchanges_failed, 1);
-        assert!(a.ex.on_beacon(b.addr, digest, t + 1, &a.cat).is_empty(), "not at once");
-        assert_eq!(a.ex.on_beacon(b.addr, digest, t + SESSION_GAP_US, &a.cat).len(), 1);
+        assert!(
+            a.ex.on_beacon(b.addr, digest, t + 1, &a.cat).is_empty(),
+            "not at once"
+        );
+        assert_eq!(
+            a.ex.on_beacon(b.addr, digest, t + SESSION_GAP_US, &a.cat)
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn waits_follow_the_budget() {
         let t = timing();
-        // 1,100 bytes at 1200 bit/s and 5 %: about 160 s, plus overheads
+        // 1,100 bytes at 1200 bit/s and 5 %: 10 frames of about 1.3 s
+        // with their 0.4 s of preamble and tail (26 s each at 5 %), two
+        // more transmissions' refill, a quarter more
         let w = t.wait_us(Lane::Background, 100, 1000);
-        assert!((170_000_000..200_000_000).contains(&w), "{w}");
+        assert!((340_000_000..380_000_000).contains(&w), "{w}");
         assert!(t.wait_us(Lane::Requests, 100, 1000) < w / 5);
+    }
+
+    #[test]
+    fn waits_count_a_preamble_per_fragment() {
+        // measured on the test channel (tests/rf_bench.rs): a 16 KiB
+        // answer at 9600 bd, TXDELAY + TXTAIL 120 ms, request budget 0.5,
+        // came in 91 s; the 2 KiB one in 11 s
+        let t = Timing {
+            bitrate: 9600,
+            overhead_us: 120_000,
+            request_budget: 0.5,
+            ..timing()
+        };
+        let w = t.wait_us(Lane::Requests, 80, 16 * 1024 + 40);
+        assert!((100_000_000..140_000_000).contains(&w), "{w}");
+        let w = t.wait_us(Lane::Requests, 80, 2048 + 40);
+        assert!((12_000_000..25_000_000).contains(&w), "{w}");
+        // the same payload in half as many frames waits less
+        let long = Timing { paclen: 256, ..t };
+        assert!(
+            long.wait_us(Lane::Requests, 80, 16 * 1024) < t.wait_us(Lane::Requests, 80, 16 * 1024)
+        );
     }
 }

@@ -32,8 +32,8 @@ use super::airtime::{
 use super::ax25::{self, Address};
 use super::beacon::{self, Beacon};
 use super::driver::{self, Link, LinkState};
-use super::ident;
 use super::http::{ContentAns, ContentReq};
+use super::ident;
 use super::msg::{self, Kind};
 use super::sync::{Exchanges, Out, SyncStats, Timing};
 use crate::config::RfConfig;
@@ -462,6 +462,7 @@ impl Task {
             overhead_us: model.overhead_us(),
             background_budget: cfg.airtime_budget.0,
             request_budget: cfg.request_budget.0,
+            paclen: cfg.paclen.0,
         };
         let mut rng = SmallRng::seed_from_u64(getrandom::u64().unwrap_or(0x5eed));
         let ex = Exchanges::new(station, cfg.paclen.0, timing, rng.random());
@@ -583,9 +584,8 @@ impl Task {
         loop {
             let now = self.now();
             if let Some((t, d)) = self.dither {
-                let due = self.sched.ident().due_at();
-                if now < t + d && due.is_none_or(|due| due > now) {
-                    let wake = due.map_or(t + d, |due| due.min(t + d));
+                let ready = self.sched.ready_at(now);
+                if let Some(wake) = dither_holds(t, d, now, ready, self.sched.ident().due_at()) {
                     return Some(self.at(wake));
                 }
                 if now >= t + d {
@@ -616,6 +616,7 @@ impl Task {
     /// beacons collided. Costs a saturated lane about 1.5 preambles per
     /// transmission; the budget is a ceiling, not a target.
     fn dither_max(&self) -> Micros {
+        // sync::random_wait_mean_us is half of it
         (3 * self.sched.model().overhead_us()).max(150_000)
     }
 
@@ -744,7 +745,10 @@ impl Task {
             Transfer::Relay { .. } => unreachable!("relays are asked by relay()"),
         };
         let back = self.chunk() as usize;
-        match self.ex.request(to, Kind::HttpReq, &req, Lane::Requests, back, self.now()) {
+        match self
+            .ex
+            .request(to, Kind::HttpReq, &req, Lane::Requests, back, self.now())
+        {
             Ok((handle, outs)) => {
                 self.transfers.insert(handle, t);
                 self.carry_out(outs);
@@ -792,7 +796,11 @@ impl Task {
         let me = &self.p.node_id.0[..8];
         if req.target[..] == *me {
             let Some(serve) = self.p.serve.clone() else {
-                return self.answer(from, id, &ContentAns::error(503, "this node serves no content over RF"));
+                return self.answer(
+                    from,
+                    id,
+                    &ContentAns::error(503, "this node serves no content over RF"),
+                );
             };
             let back = self.cmd_tx.clone();
             tokio::spawn(async move {
@@ -819,7 +827,11 @@ impl Task {
         let now = Instant::now();
         self.seen.retain(|_, t| now.duration_since(*t) < SEEN_FOR);
         if self.seen.insert(req.request_id, now).is_some() {
-            return self.answer(from, id, &ContentAns::error(508, "request passed this station before (a loop)"));
+            return self.answer(
+                from,
+                id,
+                &ContentAns::error(508, "request passed this station before (a loop)"),
+            );
         }
         if req.hops_left == 0 {
             return self.answer(from, id, &ContentAns::error(508, "hop limit reached"));
@@ -828,7 +840,10 @@ impl Task {
             return self.answer(
                 from,
                 id,
-                &ContentAns::error(404, &format!("{} hears no station that holds it", self.station)),
+                &ContentAns::error(
+                    404,
+                    &format!("{} hears no station that holds it", self.station),
+                ),
             );
         };
         let fwd = ContentReq {
@@ -836,7 +851,14 @@ impl Task {
             ..req
         };
         let back = fwd.max as usize;
-        match self.ex.request(next, Kind::HttpReq, &fwd.encode(), Lane::Requests, back, self.now()) {
+        match self.ex.request(
+            next,
+            Kind::HttpReq,
+            &fwd.encode(),
+            Lane::Requests,
+            back,
+            self.now(),
+        ) {
             Ok((handle, outs)) => {
                 self.relayed += 1;
                 self.transfers.insert(handle, Transfer::Relay { from, id });
@@ -847,7 +869,10 @@ impl Task {
     }
 
     fn answer(&mut self, to: Address, id: u16, ans: &ContentAns) {
-        match self.ex.answer(to, id, Kind::HttpResp, &ans.encode(), Lane::Requests) {
+        match self
+            .ex
+            .answer(to, id, Kind::HttpResp, &ans.encode(), Lane::Requests)
+        {
             Ok(outs) => self.carry_out(outs),
             Err(e) => tracing::warn!(to = %to, error = %e, "RF answer not sent"),
         }
@@ -864,7 +889,11 @@ impl Task {
                     Ok(payload) => payload,
                     Err(e) => ContentAns::error(504, &e).encode(),
                 };
-                if let Err(e) = self.ex.answer(from, id, Kind::HttpResp, &ans, Lane::Requests).map(|o| self.carry_out(o)) {
+                if let Err(e) = self
+                    .ex
+                    .answer(from, id, Kind::HttpResp, &ans, Lane::Requests)
+                    .map(|o| self.carry_out(o))
+                {
                     tracing::warn!(error = %e, "relayed RF answer not sent");
                 }
             }
@@ -876,16 +905,18 @@ impl Task {
                 reply,
                 ..
             } => {
-                let ans = match result.and_then(|p| ContentAns::decode(&p).map_err(|e| e.to_string())) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        let _gone = reply.send(Err(e));
-                        return;
-                    }
-                };
+                let ans =
+                    match result.and_then(|p| ContentAns::decode(&p).map_err(|e| e.to_string())) {
+                        Ok(a) => a,
+                        Err(e) => {
+                            let _gone = reply.send(Err(e));
+                            return;
+                        }
+                    };
                 if ans.status != 200 {
                     let reason = String::from_utf8_lossy(&ans.body).into_owned();
-                    let _gone = reply.send(Err(format!("{} answered {}: {reason}", via, ans.status)));
+                    let _gone =
+                        reply.send(Err(format!("{} answered {}: {reason}", via, ans.status)));
                     return;
                 }
                 got.extend_from_slice(&ans.body);
@@ -972,10 +1003,12 @@ impl Task {
         h.station.frames_heard += 1;
         h.station.last_heard = unix;
         let Some(b) = beacon else {
-            if frame.pid() == Some(msg::PID) && matches!(frame.control(), ax25::Control::Ui { .. }) {
+            if frame.pid() == Some(msg::PID) && matches!(frame.control(), ax25::Control::Ui { .. })
+            {
                 let outs = {
                     let cat = self.p.mesh.view.catalog.read().expect("catalog lock");
-                    self.ex.on_frame(src, frame.dst(), frame.info(), self.now(), &cat)
+                    self.ex
+                        .on_frame(src, frame.dst(), frame.info(), self.now(), &cat)
                 };
                 self.carry_out(outs);
             }
@@ -1029,7 +1062,10 @@ impl Task {
                             }
                         };
                         let queued = match lane {
-                            Lane::Background => self.sched.push_background(frame, BgKey::EXCHANGE).map(|_| ()),
+                            Lane::Background => self
+                                .sched
+                                .push_background(frame, BgKey::EXCHANGE)
+                                .map(|_| ()),
                             Lane::Requests => self.sched.push_request(frame).map(|_| ()),
                         };
                         if let Err(e) = queued {
@@ -1039,7 +1075,8 @@ impl Task {
                     }
                 }
                 Out::Records { from, wire } => {
-                    let (recs, bad) = crate::sync::record::open_many(&wire, crate::identity::verify);
+                    let (recs, bad) =
+                        crate::sync::record::open_many(&wire, crate::identity::verify);
                     let view = &self.p.mesh.view;
                     view.counters
                         .records_rejected
@@ -1050,7 +1087,9 @@ impl Task {
                         tokio::spawn(async move { mesh.push_records(recs).await });
                     }
                 }
-                Out::HttpRequest { from, id, payload } => self.on_content_request(from, id, &payload),
+                Out::HttpRequest { from, id, payload } => {
+                    self.on_content_request(from, id, &payload)
+                }
                 Out::Answer { handle, result } => self.on_answer(handle, result),
             }
         }
@@ -1152,6 +1191,25 @@ pub fn missed(last: u16, seq: u16) -> Option<u64> {
     }
 }
 
+/// Whether the random extra wait that began when the scheduler said "not
+/// before `t`" (`d` µs more) still holds at `now`, and until when: not
+/// once over, nor when an ID is due, nor when something can go before `t`
+/// (`ready`, the scheduler's earliest time now: a frame queued meanwhile
+/// on a lane with airtime, e.g. a user's request while a beacon waits for
+/// the background budget, does not wait for another lane's turn).
+pub fn dither_holds(
+    t: Micros,
+    d: Micros,
+    now: Micros,
+    ready: Option<Micros>,
+    id_due: Option<Micros>,
+) -> Option<Micros> {
+    if now >= t + d || id_due.is_some_and(|due| due <= now) || ready.is_some_and(|r| r < t) {
+        return None;
+    }
+    Some(id_due.map_or(t + d, |due| due.min(t + d)))
+}
+
 /// Sleeps until `t`, or forever without one.
 async fn sleep_until_opt(t: Option<Instant>) {
     match t {
@@ -1177,6 +1235,35 @@ mod tests {
         assert_eq!(missed(65535, 1), Some(1), "wraps");
         assert_eq!(missed(5, 5), None, "a digipeated copy");
         assert_eq!(missed(500, 3), Some(0), "a restart is not a loss");
+    }
+
+    #[test]
+    fn a_random_wait_holds_only_for_what_waited() {
+        const S: Micros = 1_000_000;
+        // a beacon waits for the background budget until 30 s, + 1 s at random
+        assert_eq!(
+            dither_holds(30 * S, S, 10 * S, Some(30 * S), None),
+            Some(31 * S)
+        );
+        // a request queued at 10 s can go now: the wait is over for it
+        assert_eq!(dither_holds(30 * S, S, 10 * S, Some(10 * S), None), None);
+        // ... or a little later, still before the beacon's turn
+        assert_eq!(dither_holds(30 * S, S, 10 * S, Some(12 * S), None), None);
+        // the random part after the turn holds (that is its point)
+        assert_eq!(
+            dither_holds(30 * S, S, 30 * S + 1, Some(30 * S), None),
+            Some(31 * S)
+        );
+        assert_eq!(dither_holds(30 * S, S, 31 * S, Some(30 * S), None), None);
+        // an owed ID wakes it, and never waits
+        assert_eq!(
+            dither_holds(30 * S, S, 10 * S, Some(30 * S), Some(20 * S)),
+            Some(20 * S)
+        );
+        assert_eq!(
+            dither_holds(30 * S, S, 20 * S, Some(20 * S), Some(20 * S)),
+            None
+        );
     }
 
     #[test]
