@@ -504,6 +504,24 @@ impl Scheduler {
                 id_us: us,
             });
         }
+        match self.earliest() {
+            Some(t) => Next::Wait(t.max(now + 1)),
+            None => Next::Idle,
+        }
+    }
+
+    /// The earliest time at `now` or later that a transmission could go
+    /// (the head of a lane paid for, or the standalone ID due), without
+    /// taking anything; `None` when nothing is queued and no ID owed. At
+    /// `now` or earlier: [`Scheduler::next_send`] sends now.
+    pub fn ready_at(&mut self, now: Micros) -> Option<Micros> {
+        self.background.refill(now);
+        self.requests.refill(now);
+        self.earliest()
+    }
+
+    /// [`Scheduler::ready_at`] with the buckets up to date.
+    fn earliest(&self) -> Option<Micros> {
         let overhead = self.model.overhead_us();
         let req = self
             .req
@@ -513,10 +531,7 @@ impl Scheduler {
             .bg
             .first_key_value()
             .and_then(|(_, f)| self.background.ready_at(overhead + self.model.frame_us(f)));
-        match [req, bg, self.ident.due_at()].into_iter().flatten().min() {
-            Some(t) => Next::Wait(t.max(now + 1)),
-            None => Next::Idle,
-        }
+        [req, bg, self.ident.due_at()].into_iter().flatten().min()
     }
 
     /// As many frames of `lane` as its bucket pays for, up to
@@ -794,6 +809,34 @@ mod tests {
         assert_eq!(b.lane, Some(Lane::Background));
         assert!(!b.id);
         assert_eq!(s.next_send(0), Next::Idle.or_owed(&s));
+    }
+
+    #[test]
+    fn a_request_queued_while_the_background_waits_is_ready_at_once() {
+        let m = model(1200, 300, 100);
+        let mut s = Scheduler::new(params(m, 0.05, 0.5), id(), 0);
+        let frame = vec![0x41; 200];
+        s.push_background(frame.clone(), BgKey::STATION).unwrap();
+        s.push_background(frame.clone(), BgKey::STATION).unwrap();
+        assert!(matches!(s.next_send(0), Next::Send(_)));
+        // the second beacon waits for the background budget (tens of s)
+        let Next::Wait(t) = s.next_send(MS) else {
+            panic!()
+        };
+        assert!(t > 10 * S, "{t}");
+        assert_eq!(s.ready_at(2 * MS), Some(t), "nothing else queued");
+        // a user's request: its own bucket is full, it can go now
+        s.push_request(vec![2; 100]).unwrap();
+        assert_eq!(s.ready_at(3 * MS), Some(3 * MS));
+        let Next::Send(b) = s.next_send(3 * MS) else {
+            panic!()
+        };
+        assert_eq!(b.lane, Some(Lane::Requests));
+        assert_eq!(
+            s.ready_at(4 * MS),
+            Some(t),
+            "the beacon's wait is unchanged"
+        );
     }
 
     impl Next {

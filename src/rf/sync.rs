@@ -58,11 +58,12 @@ pub const SESSION_GAP_US: u64 = 30_000_000;
 /// ones as a fingerprint ([`recon::respond_leaf`]). Measured on 1,000 records
 /// differing by 10 (the test below): see [`LEAF_MAX`]'s use there.
 pub const LEAF_MAX: u32 = 2;
-/// A message with no new fragment for this long is dropped. Longer than a
-/// try of the largest exchange takes at 1200 bd and a 5 % budget (a 3 KB
-/// message waits about 16 minutes), so a repeat finds the fragments heard
-/// the first time; room is bounded by [`msg::MAX_PARTIAL_BYTES`] anyway.
-pub const PARTIAL_EXPIRY_US: u64 = 3_600_000_000;
+/// A message with no new fragment for this long is dropped. Longer than
+/// two tries of the largest exchange take at 1200 bd and a 5 % budget (a
+/// 3 KB message and its answer wait about half an hour,
+/// [`Timing::wait_us`]), so a repeat finds the fragments heard the first
+/// time; room is bounded by [`msg::MAX_PARTIAL_BYTES`] anyway.
+pub const PARTIAL_EXPIRY_US: u64 = 7_200_000_000;
 
 /// Airtime facts for the waits.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,24 +76,53 @@ pub struct Timing {
     pub background_budget: f64,
     /// The share requests may use (`request_budget`).
     pub request_budget: f64,
+    /// Info bytes per frame (`paclen`).
+    pub paclen: usize,
 }
 
 impl Timing {
-    /// How long to wait for an answer of about `back` bytes to a request of
-    /// `out` bytes on `lane`: both ways at the lane's budget (the other
-    /// station is assumed to run the same one), one transmission's overhead
-    /// each way, and 3 s for the stations' queues and the channel.
+    /// How long to wait for an answer of about `back` payload bytes to a
+    /// request of `out` payload bytes on `lane`, when nothing is lost:
+    /// every fragment both ways in a transmission of its own (a lane's
+    /// bucket holds one burst of the largest frame), each paying its
+    /// AX.25 and message headers and one preamble and tail, at the lane's
+    /// budget (the other station is assumed to run the same one), plus the
+    /// RF task's random wait before each ([`random_wait_mean_us`]), plus
+    /// one transmission's refill on each side (a bucket just spent), a
+    /// quarter more for the channel's access and the stations' queues,
+    /// and 3 s.
+    ///
+    /// Measured on the test channel before this counted the preamble per
+    /// fragment: a 16 KiB answer at 9600 bd and a 0.5 budget took 91 s
+    /// against a wait of 34 s, so the requester asked for the "missing"
+    /// fragments twice while they were still on their way, and the
+    /// answerer queued 121 of its 135 fragments a second time.
     pub fn wait_us(&self, lane: Lane, out: usize, back: usize) -> u64 {
         let budget = match lane {
             Lane::Background => self.background_budget,
             Lane::Requests => self.request_budget,
         }
         .clamp(0.001, 1.0);
-        // 8 bits a byte, a tenth more for bit stuffing and frame headers
-        let bits = (out + back) as f64 * 8.8;
-        let air = bits * 1e6 / self.bitrate.max(1) as f64 + 2.0 * self.overhead_us as f64;
-        (air / budget) as u64 + 3_000_000
+        let per = self.paclen.saturating_sub(msg::HEADER_LEN).max(1);
+        let frames = out.div_ceil(per).max(1) + back.div_ceil(per).max(1);
+        let transmissions = (frames + 2) as f64;
+        // 8 bits a byte and a tenth more for bit stuffing, of the payload
+        // and each frame's headers, FCS and closing flag
+        let bits = (out + back + frames * (AX25_HEADER + msg::HEADER_LEN + 3)) as f64 * 8.8;
+        let air = bits * 1e6 / self.bitrate.max(1) as f64 + transmissions * self.overhead_us as f64;
+        let pause = transmissions * random_wait_mean_us(self.overhead_us) as f64;
+        ((air / budget + pause) * 1.25) as u64 + 3_000_000
     }
+}
+
+/// AX.25 header of a UI frame without digipeaters: two addresses, control
+/// and PID.
+const AX25_HEADER: usize = 16;
+
+/// The mean of the RF task's random extra wait before a transmission that
+/// waited for airtime: half of max(3 x (TXDELAY + TXTAIL), 150 ms).
+pub fn random_wait_mean_us(overhead_us: u64) -> u64 {
+    (3 * overhead_us).max(150_000) / 2
 }
 
 /// What the RF task is to do.
@@ -772,11 +802,7 @@ impl Exchanges {
             Purpose::Task(_, back) => *back,
             Purpose::Recon => payload.len().max(200),
         };
-        let wait = self.timing.wait_us(
-            lane,
-            payload.len() + frames.len() * (msg::HEADER_LEN + 16),
-            back,
-        );
+        let wait = self.timing.wait_us(lane, payload.len(), back);
         self.waiting.insert(
             (to, id),
             Waiting {
@@ -885,6 +911,7 @@ mod tests {
             overhead_us: 400_000,
             background_budget: 0.05,
             request_budget: 0.5,
+            paclen: 128,
         }
     }
 
@@ -1154,9 +1181,33 @@ mod tests {
     #[test]
     fn waits_follow_the_budget() {
         let t = timing();
-        // 1,100 bytes at 1200 bit/s and 5 %: about 160 s, plus overheads
+        // 1,100 bytes at 1200 bit/s and 5 %: 10 frames of about 1.3 s
+        // with their 0.4 s of preamble and tail (26 s each at 5 %), two
+        // more transmissions' refill, a quarter more
         let w = t.wait_us(Lane::Background, 100, 1000);
-        assert!((170_000_000..200_000_000).contains(&w), "{w}");
+        assert!((340_000_000..380_000_000).contains(&w), "{w}");
         assert!(t.wait_us(Lane::Requests, 100, 1000) < w / 5);
+    }
+
+    #[test]
+    fn waits_count_a_preamble_per_fragment() {
+        // measured on the test channel (tests/rf_bench.rs): a 16 KiB
+        // answer at 9600 bd, TXDELAY + TXTAIL 120 ms, request budget 0.5,
+        // came in 91 s; the 2 KiB one in 11 s
+        let t = Timing {
+            bitrate: 9600,
+            overhead_us: 120_000,
+            request_budget: 0.5,
+            ..timing()
+        };
+        let w = t.wait_us(Lane::Requests, 80, 16 * 1024 + 40);
+        assert!((100_000_000..140_000_000).contains(&w), "{w}");
+        let w = t.wait_us(Lane::Requests, 80, 2048 + 40);
+        assert!((12_000_000..25_000_000).contains(&w), "{w}");
+        // the same payload in half as many frames waits less
+        let long = Timing { paclen: 256, ..t };
+        assert!(
+            long.wait_us(Lane::Requests, 80, 16 * 1024) < t.wait_us(Lane::Requests, 80, 16 * 1024)
+        );
     }
 }

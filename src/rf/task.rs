@@ -462,6 +462,7 @@ impl Task {
             overhead_us: model.overhead_us(),
             background_budget: cfg.airtime_budget.0,
             request_budget: cfg.request_budget.0,
+            paclen: cfg.paclen.0,
         };
         let mut rng = SmallRng::seed_from_u64(getrandom::u64().unwrap_or(0x5eed));
         let ex = Exchanges::new(station, cfg.paclen.0, timing, rng.random());
@@ -583,9 +584,8 @@ impl Task {
         loop {
             let now = self.now();
             if let Some((t, d)) = self.dither {
-                let due = self.sched.ident().due_at();
-                if now < t + d && due.is_none_or(|due| due > now) {
-                    let wake = due.map_or(t + d, |due| due.min(t + d));
+                let ready = self.sched.ready_at(now);
+                if let Some(wake) = dither_holds(t, d, now, ready, self.sched.ident().due_at()) {
                     return Some(self.at(wake));
                 }
                 if now >= t + d {
@@ -616,6 +616,7 @@ impl Task {
     /// beacons collided. Costs a saturated lane about 1.5 preambles per
     /// transmission; the budget is a ceiling, not a target.
     fn dither_max(&self) -> Micros {
+        // sync::random_wait_mean_us is half of it
         (3 * self.sched.model().overhead_us()).max(150_000)
     }
 
@@ -1190,6 +1191,25 @@ pub fn missed(last: u16, seq: u16) -> Option<u64> {
     }
 }
 
+/// Whether the random extra wait that began when the scheduler said "not
+/// before `t`" (`d` µs more) still holds at `now`, and until when: not
+/// once over, nor when an ID is due, nor when something can go before `t`
+/// (`ready`, the scheduler's earliest time now: a frame queued meanwhile
+/// on a lane with airtime, e.g. a user's request while a beacon waits for
+/// the background budget, does not wait for another lane's turn).
+pub fn dither_holds(
+    t: Micros,
+    d: Micros,
+    now: Micros,
+    ready: Option<Micros>,
+    id_due: Option<Micros>,
+) -> Option<Micros> {
+    if now >= t + d || id_due.is_some_and(|due| due <= now) || ready.is_some_and(|r| r < t) {
+        return None;
+    }
+    Some(id_due.map_or(t + d, |due| due.min(t + d)))
+}
+
 /// Sleeps until `t`, or forever without one.
 async fn sleep_until_opt(t: Option<Instant>) {
     match t {
@@ -1215,6 +1235,35 @@ mod tests {
         assert_eq!(missed(65535, 1), Some(1), "wraps");
         assert_eq!(missed(5, 5), None, "a digipeated copy");
         assert_eq!(missed(500, 3), Some(0), "a restart is not a loss");
+    }
+
+    #[test]
+    fn a_random_wait_holds_only_for_what_waited() {
+        const S: Micros = 1_000_000;
+        // a beacon waits for the background budget until 30 s, + 1 s at random
+        assert_eq!(
+            dither_holds(30 * S, S, 10 * S, Some(30 * S), None),
+            Some(31 * S)
+        );
+        // a request queued at 10 s can go now: the wait is over for it
+        assert_eq!(dither_holds(30 * S, S, 10 * S, Some(10 * S), None), None);
+        // ... or a little later, still before the beacon's turn
+        assert_eq!(dither_holds(30 * S, S, 10 * S, Some(12 * S), None), None);
+        // the random part after the turn holds (that is its point)
+        assert_eq!(
+            dither_holds(30 * S, S, 30 * S + 1, Some(30 * S), None),
+            Some(31 * S)
+        );
+        assert_eq!(dither_holds(30 * S, S, 31 * S, Some(30 * S), None), None);
+        // an owed ID wakes it, and never waits
+        assert_eq!(
+            dither_holds(30 * S, S, 10 * S, Some(30 * S), Some(20 * S)),
+            Some(20 * S)
+        );
+        assert_eq!(
+            dither_holds(30 * S, S, 20 * S, Some(20 * S), Some(20 * S)),
+            None
+        );
     }
 
     #[test]

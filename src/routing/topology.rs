@@ -455,8 +455,16 @@ mod tests {
             name: Some("N2BRV-bravo".into()),
             mode: None,
         };
-        t.add_local(id(5), station.clone(), &report(id(5), LinkKind::Rf, 2500.0, 0.2));
-        t.add_local(id(1), NodeMeta::default(), &report(id(1), LinkKind::Rf, 1.0, 0.0));
+        t.add_local(
+            id(5),
+            station.clone(),
+            &report(id(5), LinkKind::Rf, 2500.0, 0.2),
+        );
+        t.add_local(
+            id(1),
+            NodeMeta::default(),
+            &report(id(1), LinkKind::Rf, 1.0, 0.0),
+        );
         assert_eq!(t.nodes().len(), 2, "self is not added again");
         assert_eq!(t.nodes()[1], (id(5), station));
         let l = t.link(&id(5), &id(1)).unwrap();
