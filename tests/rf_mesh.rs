@@ -250,6 +250,23 @@ async fn a_page_comes_over_rf_byte_for_byte() {
         "{html}"
     );
     assert!(html.contains("<dd>N2BRV-4</dd>"), "{html}");
+    // B is A's neighbour over RF in the topology
+    let topo: Value = a.ctl.get("/api/v1/topology").await.unwrap();
+    let b_id = sb["node_id"].as_str().unwrap().to_string();
+    let link = topo["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["a"] == b_id || l["b"] == b_id)
+        .unwrap_or_else(|| panic!("no link to B: {topo:#}"));
+    assert_eq!(link["kind"], "rf", "{topo:#}");
+    assert!(link["rtt_ms"].as_f64().unwrap() > 0.0, "{topo:#}");
+    let sa = status(&a).await;
+    let st = &sa["rf"]["stations"][0];
+    assert!(
+        st["rtt_ms"].as_f64().is_some() && st["retries"].is_u64(),
+        "{st:#}"
+    );
 }
 
 /// Three stations in a line, the ends hidden from each other (the channel

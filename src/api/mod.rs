@@ -400,7 +400,8 @@ impl App {
     /// `GET /api/v1/topology`: JSON, or GraphViz DOT with `?format=dot` or
     /// `Accept: text/vnd.graphviz`.
     fn topology(&self, req: &Request<Incoming>) -> Response<Body> {
-        let topo = self.mesh.view.topology.read().expect("lock").clone();
+        let mut topo = (**self.mesh.view.topology.read().expect("lock")).clone();
+        self.add_rf_links(&mut topo);
         let q = query(req);
         let dot = param(&q, "format") == Some("dot")
             || req
@@ -416,6 +417,54 @@ impl App {
             )
         } else {
             json(StatusCode::OK, &topo.to_json())
+        }
+    }
+
+    /// Adds this node's radio links: the meshnode stations it heard whose
+    /// node is known (by the key prefix of their beacons: a node of the
+    /// topology, or the origin of a catalog record, e.g. learned over RF)
+    /// and with which an exchange was answered at the first try (its round
+    /// trip measured). Loss is the beacons' loss.
+    fn add_rf_links(&self, topo: &mut crate::routing::Topology) {
+        use crate::routing::{LinkKind, LinkReport, NodeMeta};
+        let rf = self.rf.status();
+        for st in &rf.stations {
+            let (Some(rtt_ms), Some(prefix)) = (st.rtt_ms, st.key_prefix.as_deref()) else {
+                continue;
+            };
+            let Ok(prefix) = hex::decode(prefix) else {
+                continue;
+            };
+            let known = topo
+                .nodes()
+                .iter()
+                .map(|(id, _)| *id)
+                .find(|id| id.0[..8] == prefix[..]);
+            let node = known.or_else(|| {
+                let cat = self
+                    .mesh
+                    .view
+                    .catalog
+                    .read()
+                    .expect("catalog lock poisoned");
+                cat.records()
+                    .map(|r| r.record.origin)
+                    .find(|o| o.0[..8] == prefix[..])
+            });
+            let Some(node) = node else {
+                continue;
+            };
+            let meta = NodeMeta {
+                name: st.node.clone(),
+                mode: None,
+            };
+            let report = LinkReport {
+                peer: node,
+                kind: LinkKind::Rf,
+                rtt_ms,
+                loss: st.loss,
+            };
+            topo.add_local(node, meta, &report);
         }
     }
 

@@ -185,6 +185,19 @@ struct Waiting {
     /// The wait for one try.
     wait: u64,
     purpose: Purpose,
+    /// When it was first sent.
+    sent: u64,
+}
+
+/// How exchanges with one station go: the RF link's quality for the
+/// topology and the status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerLink {
+    /// Request to whole answer, smoothed (7/8 old, 1/8 new), of the
+    /// exchanges answered at the first try; µs.
+    pub rtt_us: Option<u64>,
+    /// Requests sent again, and "missing" sent, to it.
+    pub retries: u64,
 }
 
 #[derive(Debug)]
@@ -247,6 +260,8 @@ pub struct Exchanges {
     /// Others' requests heard in part: when to say which fragments came,
     /// and how often that was said.
     nacks: HashMap<(Address, u16, Kind), (u64, u32)>,
+    /// Per station.
+    links: HashMap<Address, PeerLink>,
     /// Counters.
     pub stats: SyncStats,
 }
@@ -270,8 +285,14 @@ impl Exchanges {
             last_session: HashMap::new(),
             handed_out: HashSet::new(),
             nacks: HashMap::new(),
+            links: HashMap::new(),
             stats: SyncStats::default(),
         }
+    }
+
+    /// How exchanges with `station` went.
+    pub fn link(&self, station: &Address) -> PeerLink {
+        self.links.get(station).copied().unwrap_or_default()
     }
 
     /// Exchanges of ours waiting for an answer.
@@ -482,6 +503,7 @@ impl Exchanges {
         for (peer, id) in due {
             let w = self.waiting.get_mut(&(peer, id)).expect("listed above");
             w.tries += 1;
+            self.links.entry(peer).or_default().retries += 1;
             if w.tries >= MAX_TRIES {
                 let w = self.waiting.remove(&(peer, id)).expect("listed above");
                 self.reasm.forget(peer, w.answer, id);
@@ -630,6 +652,11 @@ impl Exchanges {
                     self.stats.bad_frames += 1;
                     self.waiting.insert((from, id), w);
                     return;
+                }
+                if w.tries == 0 {
+                    let l = self.links.entry(from).or_default();
+                    let sample = now.saturating_sub(w.sent);
+                    l.rtt_us = Some(l.rtt_us.map_or(sample, |r| (7 * r + sample) / 8));
                 }
                 self.end(from, w.purpose, Ok(m.payload), now, cat, out);
             }
@@ -813,6 +840,7 @@ impl Exchanges {
                 tries: 0,
                 wait,
                 purpose,
+                sent: now,
             },
         );
         self.push_send(to, lane, frames, out);
@@ -1050,6 +1078,7 @@ mod tests {
             "{bytes} B for {record_bytes} B of records"
         );
         assert_eq!(a.ex.stats.sessions_done, 1);
+        assert!(a.ex.link(&b.addr).rtt_us.is_some(), "round trips measured");
         assert_eq!((a.ex.in_progress(), b.ex.in_progress()), (0, 0));
     }
 
@@ -1138,6 +1167,14 @@ mod tests {
         }
         assert_eq!(result, Some(Ok(body)));
         assert_eq!(a.ex.in_progress(), 0);
+        // answered after a repeat: no round-trip sample, one retry
+        assert_eq!(
+            a.ex.link(&b.addr),
+            PeerLink {
+                rtt_us: None,
+                retries: 1
+            }
+        );
         // a late repeat of the request gets the kept answer, not the task
         let resent = b.ex.on_frame(a.addr, b.addr, &req, 40, &b.cat);
         assert!(matches!(&resent[..], [Out::Send { frames, .. }] if frames.len() == 9));

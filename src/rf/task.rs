@@ -157,6 +157,11 @@ pub struct Station {
     pub beacons_lost: u64,
     /// `beacons_lost / (beacons_heard + beacons_lost)`.
     pub loss: f64,
+    /// Round trip of exchanges with it (request to whole answer, smoothed),
+    /// ms; none before one was answered at the first try.
+    pub rtt_ms: Option<f64>,
+    /// Requests to it sent again, and "missing" sent to it.
+    pub retries: u64,
     /// Unix ms.
     pub first_heard: i64,
     /// Unix ms.
@@ -990,6 +995,8 @@ impl Task {
                     beacons_heard: 0,
                     beacons_lost: 0,
                     loss: 0.0,
+                    rtt_ms: None,
+                    retries: 0,
                     first_heard: unix,
                     last_heard: unix,
                 },
@@ -1125,8 +1132,8 @@ impl Task {
         let used = self.log.used(t);
         let totals = self.log.totals();
         let (bg, req) = self.sched.queued();
-        let mut stations: Vec<&Heard> = self.heard.values().collect();
-        stations.sort_by_key(|h| std::cmp::Reverse(h.at));
+        let mut stations: Vec<(&Address, &Heard)> = self.heard.iter().collect();
+        stations.sort_by_key(|(_, h)| std::cmp::Reverse(h.at));
         let window = self.log.window().min(t.max(1));
         let mut v = self.view.write().expect("rf status lock");
         v.connected = self.link_state.is_up();
@@ -1152,7 +1159,17 @@ impl Task {
         v.beacons_sent = self.counters.beacons_sent;
         v.ids_sent = self.counters.ids_sent;
         v.last_id = self.last_id_unix;
-        v.stations = stations.into_iter().map(|h| h.station.clone()).collect();
+        v.stations = stations
+            .into_iter()
+            .map(|(a, h)| {
+                let link = self.ex.link(a);
+                Station {
+                    rtt_ms: link.rtt_us.map(|us| us as f64 / 1000.0),
+                    retries: link.retries,
+                    ..h.station.clone()
+                }
+            })
+            .collect();
         v.sync = self.ex.stats;
         v.transfers = self
             .transfers
