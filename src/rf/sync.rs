@@ -617,7 +617,7 @@ impl Exchanges {
         self.stats.sessions_done += 1;
         self.last_session.insert(peer, now);
         if !s.give.is_empty() {
-            let shorts: Vec<u8> = s.give.iter().flat_map(|id| short(id)).collect();
+            let shorts: Vec<u8> = s.give.iter().flat_map(short).collect();
             let per = msg::per_fragment(self.paclen).expect("checked at start") / 8 * 8;
             for part in shorts.chunks(per.max(8)) {
                 let frames = msg::fragment(Kind::Hint, self.new_id(), part, self.paclen)
