@@ -295,6 +295,14 @@ impl Exchanges {
         self.links.get(station).copied().unwrap_or_default()
     }
 
+    /// How long `fragments` full fragments take to come at `lane`'s budget
+    /// (with the waits' margins): a message whose fragments stop for this
+    /// long is missing some.
+    fn stall_wait(&self, lane: Lane, fragments: usize) -> u64 {
+        self.timing
+            .wait_us(lane, fragments * (msg::HEADER_LEN + self.paclen), 0)
+    }
+
     /// Exchanges of ours waiting for an answer.
     pub fn in_progress(&self) -> usize {
         self.waiting.len()
@@ -429,25 +437,17 @@ impl Exchanges {
             return out;
         }
         let pushed = self.reasm.push(from, &f, now);
-        if is_request(f.kind) {
+        if is_request(f.kind) || is_answer(f.kind) {
             let key = (from, f.id, f.kind);
             match &pushed {
                 Pushed::Complete(_) => {
                     self.nacks.remove(&key);
                 }
                 Pushed::Partial { .. } | Pushed::Restarted => {
-                    // the time the rest needs to come at the lane's budget
-                    let missing = self
-                        .reasm
-                        .have(from, f.kind, f.id)
-                        .map_or(0, |h| h.missing().count());
-                    let left = missing * (msg::HEADER_LEN + self.paclen);
-                    let lane = if f.kind == Kind::HttpReq {
-                        Lane::Requests
-                    } else {
-                        Lane::Background
-                    };
-                    let at = now + self.timing.wait_us(lane, left, 0);
+                    // fragments stopped coming when none came for as long as
+                    // two take at the lane's budget (a hidden station's
+                    // transmission may have hit them at the receiver)
+                    let at = now + self.stall_wait(lane_of(f.kind), 2);
                     let tries = self.nacks.get(&key).map_or(0, |n| n.1);
                     self.nacks.insert(key, (at, tries));
                 }
@@ -480,18 +480,22 @@ impl Exchanges {
                 continue; // the requester sends it again whole, if it still wants it
             }
             self.stats.missing_sent += 1;
-            let mut body = vec![MISSING_OF_REQUEST];
+            let which = if is_request(kind) {
+                MISSING_OF_REQUEST
+            } else {
+                MISSING_OF_ANSWER
+            };
+            let mut body = vec![which];
             body.extend_from_slice(&have.encode());
             let frames = msg::fragment(Kind::Missing, id, &body, self.paclen)
                 .expect("a bitmap fits one fragment");
-            let lane = if kind == Kind::HttpReq {
-                Lane::Requests
-            } else {
-                Lane::Background
-            };
-            let left = have.missing().count() * (msg::HEADER_LEN + self.paclen);
-            self.nacks
-                .insert(key, (now + self.timing.wait_us(lane, left, 64), tries + 1));
+            let lane = lane_of(kind);
+            let again = now + self.stall_wait(lane, have.missing().count() + 1);
+            self.nacks.insert(key, (again, tries + 1));
+            if let Some(w) = self.waiting.get_mut(&(from, id)) {
+                // our own wait for the whole answer starts over from here
+                w.deadline = w.deadline.max(again);
+            }
             self.push_send(from, lane, frames, &mut out);
         }
         let due: Vec<(Address, u16)> = self
@@ -893,6 +897,15 @@ impl Exchanges {
         }
         self.stats.bytes_out += frames.iter().map(Vec::len).sum::<usize>() as u64;
         out.push(Out::Send { to, lane, frames });
+    }
+}
+
+/// The lane a message of kind `k` travels on.
+fn lane_of(k: Kind) -> Lane {
+    if matches!(k, Kind::HttpReq | Kind::HttpResp) {
+        Lane::Requests
+    } else {
+        Lane::Background
     }
 }
 
