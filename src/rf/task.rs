@@ -747,7 +747,7 @@ impl Task {
     fn ask(&mut self, t: Transfer) {
         let (to, req) = match &t {
             Transfer::Fetch { req, via, .. } => (*via, req.encode()),
-            Transfer::Relay { .. } => unreachable!("relays are asked by relay()"),
+            Transfer::Relay { .. } => unreachable!("relays are sent by on_content_request"),
         };
         let back = self.chunk() as usize;
         match self
