@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
         overhead_us: 300_000,
         background_budget: 0.05,
         request_budget: 0.5,
+        paclen: PACLEN,
     };
     let mut ex = Exchanges::new(me, PACLEN, timing, 0);
     let cat = MeshCatalog::new();
