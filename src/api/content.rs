@@ -278,11 +278,8 @@ pub async fn via_mesh(
 async fn via_rf(app: &App, url: &str, rec: &Signed, method: &Method) -> Result<Served, String> {
     let content = rec.record.content.as_ref().ok_or("a deletion")?;
     let got = app.rf.fetch(url, rec.record.origin).await?;
-    let hash: [u8; 32] = {
-        use sha2::Digest;
-        sha2::Sha256::digest(&got.body).into()
-    };
-    if hash != content.hash || got.body.len() as u64 != content.size {
+    let hash = crate::catalog::ContentHash::of(&got.body);
+    if hash.0 != content.hash || got.body.len() as u64 != content.size {
         return Err(format!(
             "the {} bytes that came do not match the catalog's hash",
             got.body.len()
@@ -291,7 +288,7 @@ async fn via_rf(app: &App, url: &str, rec: &Signed, method: &Method) -> Result<S
     let len = got.body.len();
     let mut r = Response::builder()
         .status(StatusCode::OK)
-        .header(header::ETAG, format!("\"{}\"", hex::encode(content.hash)))
+        .header(header::ETAG, format!("\"{}\"", hash.to_hex()))
         .header(
             header::CONTENT_TYPE,
             HeaderValue::from_str(&got.content_type)
